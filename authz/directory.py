@@ -1,0 +1,98 @@
+"""The directory: who is who in an organization (data, kept in the store, not in git).
+
+CRM users are matched to finance users by e-mail, case-insensitively. A snapshot is
+immutable and carries the store revision it was read at, so a decision can say which
+directory it saw and a caller can ask for read-your-writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+CrmStatus = Literal["active", "disabled"]
+FinanceStatus = Literal["active", "inactive"]
+
+
+def email_key(email: str) -> str:
+    """E-mail addresses match case-insensitively and ignoring surrounding blanks."""
+    return email.strip().casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class CrmUser:
+    """A CRM user, as the CRM's users API describes them."""
+
+    id: str
+    email: str
+    name: str
+    status: CrmStatus = "active"
+    is_admin: bool = False  # CRM organization administrator (may run migrations)
+
+
+@dataclass(frozen=True, slots=True)
+class FinanceUser:
+    """A licensed user of one finance product (Books or Subscriptions)."""
+
+    product: str
+    user_id: str
+    email: str
+    name: str
+    role_id: str  # the role's id in that product's policy, e.g. "staff"
+    status: FinanceStatus = "active"
+    locations: tuple[str, ...] = ()  # empty: all locations
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationUser:
+    """A CRM-only user added through migration; acts with the integration-user set."""
+
+    crm_user_id: str
+    integration_user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DirectorySnapshot:
+    """An organization's directory at one store revision, indexed for lookups."""
+
+    org_id: str
+    revision: int = 0
+    crm_users: dict[str, CrmUser] = field(default_factory=dict)  # by CRM user id
+    crm_by_email: dict[str, CrmUser] = field(default_factory=dict)  # by email_key
+    finance_by_email: dict[str, dict[str, FinanceUser]] = field(default_factory=dict)
+    integration_users: dict[str, IntegrationUser] = field(default_factory=dict)  # by CRM id
+
+    @classmethod
+    def build(
+        cls,
+        org_id: str,
+        revision: int,
+        crm_users: Iterable[CrmUser] = (),
+        finance_users: Iterable[FinanceUser] = (),
+        integration_users: Iterable[IntegrationUser] = (),
+    ) -> DirectorySnapshot:
+        """Index plain lists of users."""
+        crm = {u.id: u for u in crm_users}
+        by_email = {email_key(u.email): u for u in crm.values() if u.email}
+        finance: dict[str, dict[str, FinanceUser]] = {}
+        for f in finance_users:
+            finance.setdefault(email_key(f.email), {})[f.product] = f
+        integ = {i.crm_user_id: i for i in integration_users}
+        return cls(org_id, revision, crm, by_email, finance, integ)
+
+    def crm_user(self, key: str) -> CrmUser | None:
+        """Find a CRM user by id or by e-mail."""
+        user = self.crm_users.get(key)
+        if user is None and "@" in key:
+            user = self.crm_by_email.get(email_key(key))
+        return user
+
+    def finance_users(self, crm_user: CrmUser) -> dict[str, FinanceUser]:
+        """The user's finance accounts by product (empty when they have none)."""
+        if not crm_user.email:
+            return {}
+        return self.finance_by_email.get(email_key(crm_user.email), {})
+
+    def finance_user_by_email(self, email: str) -> dict[str, FinanceUser]:
+        return self.finance_by_email.get(email_key(email), {})

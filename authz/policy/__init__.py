@@ -1,0 +1,1 @@
+"""Policy as code: YAML sources in `authz/policies/`, compiled to Casbin files."""
