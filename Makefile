@@ -1,0 +1,56 @@
+# Two commands on a fresh machine: `make serve` and `make test`. Everything else is
+# reached from those (or named below). The virtualenv is built on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+AUTHZ := $(BIN)/authz
+DB_URL ?= sqlite:///var/authz.db
+PORT ?= 50051
+
+.PHONY: install proto proto-check policy-check lint typecheck pytest test serve bench fuzz soak clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Generated gRPC stubs (authz/v1/*_pb2*.py, typed .pyi); never edited by hand.
+proto: $(STAMP)
+	$(BIN)/python -m authz_server.codegen
+
+# Fails when committed stubs differ from what proto/ generates.
+proto-check: $(STAMP)
+	$(BIN)/python -m authz_server.codegen --check
+
+# Compiled policy matches its sources; sources validate; policy test suites pass.
+policy-check: $(STAMP)
+	$(AUTHZ) policy compile --check
+	$(AUTHZ) policy validate
+	$(AUTHZ) policy test
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy authz server client
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test: proto-check policy-check lint typecheck pytest
+
+serve: $(STAMP)
+	mkdir -p var
+	$(AUTHZ) db upgrade --db $(DB_URL)
+	$(AUTHZ) directory import --db $(DB_URL) examples/acme-eu.directory.yaml
+	$(AUTHZ) serve --db $(DB_URL) --listen 127.0.0.1:$(PORT)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,344 @@
+"""The decision rules of DOMAIN.md §4, in order, over a policy view.
+
+`decide` takes the organization's index (settings, approval flows) and a view that
+answers the Casbin questions: grants, field access, approvers, blocked actions. The
+index is its own fast view; `authz.engine.reference` is a view that asks Casbin's
+`enforce`, so the same rules run over both and differential tests compare them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from typing import Protocol
+
+from authz import catalog
+from authz.decision import (
+    ApprovalObligation,
+    ApprovalOutcome,
+    Channel,
+    CheckRequest,
+    Decision,
+    Identity,
+    IdentityKind,
+    Mode,
+    NO_IDENTITY,
+    Reason,
+)
+from authz.directory import CrmUser, DirectorySnapshot, FinanceUser
+from authz.engine.index import FlowInfo, OrgIndex
+from authz.errors import InvalidArgument
+from authz.policy.compiler import INTEGRATION_ROLE
+
+MAX_FIELDS = 200
+MAX_TEXT = 256
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
+
+
+class PolicyView(Protocol):
+    """The questions a decision asks of an organization's Casbin policy."""
+
+    def grant(self, roles: tuple[str, ...], product: str, module: str, action: str,
+              assigned: bool, channel: str) -> object | None: ...
+
+    def masks(self, roles: tuple[str, ...], product: str, module: str
+              ) -> tuple[tuple[str, ...], tuple[str, ...]]: ...
+
+    def is_approver(self, roles: tuple[str, ...], email: str, product: str, module: str,
+                    flow: str, level: int) -> bool: ...
+
+
+def validate(req: CheckRequest) -> None:
+    """Reject malformed requests before any work, naming the field."""
+    if not req.org_id:
+        raise InvalidArgument("org_id", "required")
+    if not req.user or not req.user.strip():
+        raise InvalidArgument("user", "required: a CRM user id or e-mail address")
+    if len(req.user) > MAX_TEXT:
+        raise InvalidArgument("user", f"longer than {MAX_TEXT} characters")
+    if req.module not in catalog.ALL_MODULES:
+        raise InvalidArgument("module", f"unknown module '{req.module}'")
+    if req.product and req.product not in catalog.PRODUCTS:
+        raise InvalidArgument("product", f"unknown product '{req.product}'; expected one of "
+                              + ", ".join(catalog.PRODUCTS))
+    if req.product and req.module not in catalog.MODULES[req.product]:
+        raise InvalidArgument("module", f"'{req.module}' is not a {req.product} module")
+    if req.action not in catalog.actions_for(req.module):
+        raise InvalidArgument("action", f"unknown action '{req.action}' on {req.module}; expected "
+                              "one of " + ", ".join(catalog.actions_for(req.module)))
+    rec = req.record
+    if rec.status and rec.status not in catalog.RECORD_STATES:
+        raise InvalidArgument("record.status", f"unknown status '{rec.status}'")
+    if rec.total is not None and (math.isnan(rec.total) or math.isinf(rec.total)):
+        raise InvalidArgument("record.total", "must be a finite number")
+    if rec.approval_level < 0 or rec.approval_level > 10:
+        raise InvalidArgument("record.approval_level", "must be between 0 and 10")
+    for name, fields in (("read_fields", req.read_fields), ("write_fields", req.write_fields)):
+        if len(fields) > MAX_FIELDS:
+            raise InvalidArgument(name, f"more than {MAX_FIELDS} fields")
+        for f in fields:
+            if not _FIELD.match(f):
+                raise InvalidArgument(name, f"invalid field name '{f[:64]}'")
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class _Ctx:
+    """What a decision has established so far; builds the Decision."""
+
+    __slots__ = ("req", "org", "snap", "identity", "product", "rules")
+
+    def __init__(self, req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot) -> None:
+        self.req = req
+        self.org = org
+        self.snap = snap
+        self.identity: Identity = NO_IDENTITY
+        self.product = ""
+        self.rules: list[str] = []
+
+    def done(self, allowed: bool, reason: Reason, message: str, **extra: object) -> Decision:
+        return Decision(
+            allowed=allowed,
+            reason=reason,
+            message=message,
+            mode=Mode.UNIFIED,
+            identity=self.identity,
+            org_id=self.org.org_id,
+            policy_revision=self.org.revision,
+            directory_revision=self.snap.revision,
+            product=self.product,
+            matched_rules=tuple(self.rules) if self.req.explain else (),
+            decision_id=_new_id(),
+            **extra,  # type: ignore[arg-type]
+        )
+
+    def deny(self, reason: Reason, message: str, **extra: object) -> Decision:
+        return self.done(False, reason, message, **extra)
+
+
+def _identity(ctx: _Ctx, crm: CrmUser, finance: dict[str, FinanceUser]) -> Identity:
+    books = finance.get(catalog.BOOKS)
+    subs = finance.get(catalog.SUBSCRIPTIONS)
+    roles = tuple(f"{p}:{f.role_id}" for p, f in finance.items())
+    return Identity(
+        kind=IdentityKind.FINANCE_USER,
+        crm_user_id=crm.id,
+        email=crm.email,
+        display_name=(books or subs or crm).name,  # type: ignore[union-attr]
+        books_user_id=books.user_id if books else "",
+        subscriptions_user_id=subs.user_id if subs else "",
+        roles=ctx.org.roles_of(roles),
+    )
+
+
+def _legacy(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot) -> Decision:
+    return Decision(
+        allowed=True,
+        reason=Reason.LEGACY_MODE,
+        message=f"legacy mode ({org.mode_reason}): the CRM acts as the integration owner",
+        mode=Mode.LEGACY,
+        identity=Identity(kind=IdentityKind.INTEGRATION_OWNER, crm_user_id=org.integration_owner),
+        org_id=org.org_id,
+        policy_revision=org.revision,
+        directory_revision=snap.revision,
+        decision_id=_new_id(),
+    )
+
+
+def decide(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot,
+           view: PolicyView | None = None) -> Decision:
+    """Decide one request. `view` defaults to the index itself."""
+    validate(req)
+    if org.effective_mode != "unified":
+        return _legacy(req, org, snap)
+    v: PolicyView = view if view is not None else org
+    ctx = _Ctx(req, org, snap)
+    module, action = req.module, req.action
+    candidates = (req.product,) if req.product else catalog.products_with(module)
+    products = tuple(p for p in candidates if p in org.products)
+    if not products:
+        return ctx.deny(Reason.PRODUCT_NOT_CONNECTED,
+                        f"{module} belongs to {' or '.join(candidates)}, which is not connected "
+                        f"to organization {org.org_id}")
+
+    crm = snap.crm_user(req.user)
+    if crm is None:
+        return ctx.deny(Reason.USER_UNKNOWN, f"no CRM user '{req.user}' in the directory")
+    ctx.identity = Identity(kind=IdentityKind.NONE, crm_user_id=crm.id, email=crm.email,
+                            display_name=crm.name)
+    if crm.status != "active":
+        return ctx.deny(Reason.CRM_USER_DISABLED, f"CRM user {crm.id} is disabled")
+    finance_all = snap.finance_users(crm)
+    finance = {p: f for p, f in finance_all.items() if p in org.products}
+    if finance:
+        active = {p: f for p, f in finance.items() if f.status == "active"}
+        if not active:
+            return ctx.deny(Reason.FINANCE_USER_INACTIVE,
+                            f"{crm.email} is inactive in " + " and ".join(sorted(finance)))
+        ctx.identity = _identity(ctx, crm, active)
+        email = crm.email
+    elif crm.id in snap.integration_users:
+        integ = snap.integration_users[crm.id]
+        ctx.identity = Identity(kind=IdentityKind.INTEGRATION_USER, crm_user_id=crm.id,
+                                email=crm.email, display_name=crm.name,
+                                integration_user_id=integ.integration_user_id,
+                                roles=(INTEGRATION_ROLE,))
+        email = ""
+        finance = {}
+        if req.channel == Channel.DIRECT:
+            return ctx.deny(Reason.NO_DIRECT_ACCESS,
+                            "integration users act only from the CRM, never directly in "
+                            + " or ".join(products))
+    else:
+        return ctx.deny(Reason.NOT_MIGRATED,
+                        f"CRM user {crm.id} is neither a licensed finance user nor a migrated "
+                        "integration user")
+    roles = ctx.identity.roles
+    rec = req.record
+    assigned = bool(rec.owner) and rec.owner == crm.id
+    channel = req.channel.value
+
+    # Role grants: union across the connected products that have the module.
+    approving = action in ("approve", "reject")
+    if approving:
+        product = _approval_product(org, products)
+    else:
+        product = ""
+        for p in products:
+            g = v.grant(roles, p, module, action, assigned, channel)
+            if g is not None:
+                product = p
+                if req.explain:
+                    ctx.rules.append(getattr(g, "line", str(g)))
+                break
+        if not product:
+            if any(v.grant(roles, p, module, action, True, channel) is not None for p in products):
+                return ctx.deny(Reason.OUT_OF_SCOPE,
+                                f"{_role_list(org, roles)} may {action} {module} only for customers "
+                                f"assigned to {crm.id}; this record's customer is "
+                                + (f"owned by {rec.owner}" if rec.owner else "not assigned to them"))
+            return ctx.deny(Reason.ACTION_NOT_GRANTED,
+                            f"{_role_list(org, roles)} does not grant {action} on {module}")
+    ctx.product = product
+
+    fin = finance.get(product)
+    if fin is not None and fin.locations and rec.location not in fin.locations:
+        return ctx.deny(Reason.LOCATION_NOT_ALLOWED,
+                        f"{crm.email} is limited to locations {', '.join(fin.locations)}; record "
+                        + (f"is at {rec.location}" if rec.location else "location not given"))
+
+    approval = org.approvals.get((product, module))
+    approval_on = approval is not None and approval.type != "none"
+    status = rec.status
+    unapproved = status in catalog.UNAPPROVED_STATES or not status
+    if approval is not None and approval_on:
+        if action in approval.blocked and unapproved:
+            return ctx.deny(Reason.BLOCKED_UNTIL_APPROVED,
+                            f"{action} on {module} is blocked until the record is approved "
+                            f"(status: {status or 'not given'})", blocked_until_approved=True)
+        after = catalog.AFTER_APPROVAL.get(action)
+        if after and not unapproved and v.grant(roles, product, module, after, assigned,
+                                                channel) is None:
+            return ctx.deny(Reason.APPROVED_RECORD_LOCKED,
+                            f"the record is {status}; {action} needs the {after} permission")
+        if action in catalog.APPROVAL_ACTIONS:
+            denied = _check_approver(ctx, v, approval.flow_for(rec.total), crm, email, roles,
+                                     product)
+            if denied is not None:
+                return denied
+    elif action in catalog.APPROVAL_ACTIONS:
+        return ctx.deny(Reason.NOT_PENDING_APPROVAL, f"approval is not enabled on {module}")
+
+    hidden, read_only = v.masks(roles, product, module)
+    blocked_fields = [f for f in req.write_fields if f in hidden or f in read_only]
+    if blocked_fields:
+        return ctx.deny(Reason.FIELD_NOT_WRITABLE,
+                        "cannot write " + ", ".join(
+                            f"{f} ({'hidden' if f in hidden else 'read only'})"
+                            for f in blocked_fields),
+                        hidden_fields=hidden, read_only_fields=read_only)
+
+    obligation = None
+    if approval is not None and approval_on and action in catalog.WRITE_ACTIONS and unapproved:
+        obligation = _obligation(ctx, v, approval.flow_for(rec.total), email, roles, product,
+                                 assigned, channel)
+    message = f"{_role_list(org, roles)} grants {action} on {product} {module}"
+    if obligation is not None and obligation.outcome == ApprovalOutcome.PENDING_APPROVAL:
+        message += f"; the record will wait for approval at level {obligation.level}"
+    return ctx.done(True, Reason.GRANTED, message, hidden_fields=hidden,
+                    read_only_fields=read_only, approval=obligation)
+
+
+def _approval_product(org: OrgIndex, products: tuple[str, ...]) -> str:
+    for p in products:
+        if p in org.products:
+            return p
+    return products[0]
+
+
+def _role_list(org: OrgIndex, roles: tuple[str, ...]) -> str:
+    if roles == (INTEGRATION_ROLE,):
+        return "the integration-user permission set"
+    names = [f"{org.role_names.get(r, r)} ({r.split(':', 1)[0]})" for r in roles]
+    return ("role " if len(names) == 1 else "roles ") + " and ".join(names)
+
+
+def _check_approver(ctx: _Ctx, v: PolicyView, flow: FlowInfo | None, crm: CrmUser, email: str,
+                    roles: tuple[str, ...], product: str) -> Decision | None:
+    req, rec, module = ctx.req, ctx.req.record, ctx.req.module
+    if rec.status != "pending_approval":
+        return ctx.deny(Reason.NOT_PENDING_APPROVAL,
+                        f"the record is {rec.status or 'of unknown status'}, not pending approval")
+    if rec.created_by == crm.id and not ctx.org.allow_self_approval:
+        return ctx.deny(Reason.SELF_APPROVAL,
+                        f"organization {ctx.org.org_id} does not let approvers {req.action} "
+                        "records they created")
+    if req.action == "final_approve":
+        return None  # the role grant (admins) was checked with the other grants
+    if flow is None or flow.outcome != "levels":
+        return ctx.deny(Reason.NOT_APPROVER, f"no approval rule with levels applies to this "
+                        f"{module} record")
+    level = rec.approval_level or 1
+    if level > flow.levels:
+        return ctx.deny(Reason.NOT_APPROVER, f"approval rule {flow.id} has {flow.levels} "
+                        f"level(s); the record is at level {level}")
+    if not v.is_approver(roles, email, product, module, flow.id, level):
+        r_, u_ = ctx.org.level_approvers(product, module, flow.id, level)
+        return ctx.deny(Reason.NOT_APPROVER,
+                        f"level {level} of approval rule {flow.id} is approved by "
+                        + ", ".join([*r_, *u_]))
+    ctx.product = product
+    if req.explain:
+        ctx.rules.append(f"p3, ..., {product}, {module}, {flow.id}, {level}")
+    return None
+
+
+def _obligation(ctx: _Ctx, v: PolicyView, flow: FlowInfo | None, email: str,
+                roles: tuple[str, ...], product: str, assigned: bool, channel: str
+                ) -> ApprovalObligation | None:
+    module = ctx.req.module
+    if flow is None:
+        return None
+    if flow.outcome == "auto_approve":
+        return ApprovalObligation(ApprovalOutcome.AUTO_APPROVED, rule=flow.id)
+    if flow.outcome == "auto_reject":
+        return ApprovalObligation(ApprovalOutcome.AUTO_REJECTED, rule=flow.id)
+    # The creator approves as far as they may: self-approval allowed, level by level,
+    # or all the way when they may final-approve.
+    level = 1
+    if ctx.org.allow_self_approval:
+        if v.grant(roles, product, module, "final_approve", assigned, channel) is not None:
+            level = flow.levels + 1
+        while level <= flow.levels and v.is_approver(roles, email, product, module, flow.id,
+                                                     level):
+            level += 1
+    if level > flow.levels:
+        return ApprovalObligation(ApprovalOutcome.AUTO_APPROVED, rule=flow.id,
+                                  levels=flow.levels)
+    approver_roles, approver_users = ctx.org.level_approvers(product, module, flow.id, level)
+    return ApprovalObligation(ApprovalOutcome.PENDING_APPROVAL, rule=flow.id, level=level,
+                              levels=flow.levels, approver_roles=approver_roles,
+                              approver_users=approver_users)

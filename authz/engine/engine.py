@@ -1,0 +1,120 @@
+"""Engine: finds an organization's policy index and directory snapshot, then decides.
+
+Organizations load lazily into a bounded LRU cache (warm-up loads them ahead); a reload
+swaps an organization's index atomically, so a decision sees one revision or the next,
+never a mix.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from authz.decision import CheckRequest, Decision
+from authz.directory import DirectorySnapshot
+from authz.engine.decide import decide, validate
+from authz.engine.index import OrgIndex, load_org
+from authz.errors import AuthzError, UnknownOrganization
+
+DEFAULT_POLICY_DIR = Path(__file__).resolve().parent.parent / "policies" / "generated"
+
+
+class DirectorySource(Protocol):
+    """Where directory snapshots come from: the store, or memory in tests."""
+
+    def snapshot(self, org_id: str, min_revision: int = 0) -> DirectorySnapshot: ...
+
+
+class MemoryDirectory:
+    """Directory snapshots held in memory (policy tests, benchmarks)."""
+
+    def __init__(self, snapshots: Iterable[DirectorySnapshot] = ()) -> None:
+        self._snaps = {s.org_id: s for s in snapshots}
+
+    def put(self, snap: DirectorySnapshot) -> None:
+        self._snaps[snap.org_id] = snap
+
+    def snapshot(self, org_id: str, min_revision: int = 0) -> DirectorySnapshot:
+        return self._snaps.get(org_id) or DirectorySnapshot(org_id)
+
+
+class PolicySet:
+    """Compiled organizations under a generated folder, loaded on demand, LRU-bounded."""
+
+    def __init__(self, generated: Path = DEFAULT_POLICY_DIR, cache_size: int = 20_000) -> None:
+        self.generated = generated
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, OrgIndex] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def org_ids(self) -> list[str]:
+        """Every organization with compiled policy."""
+        return sorted(p.stem for p in (self.generated / "orgs").glob("*.json"))
+
+    def get(self, org_id: str) -> OrgIndex:
+        idx = self._cache.get(org_id)
+        if idx is not None:
+            return idx
+        return self.load(org_id)
+
+    def load(self, org_id: str) -> OrgIndex:
+        """(Re)load one organization from disk and swap it in."""
+        if not org_id or "/" in org_id or org_id.startswith(".") or not (
+            self.generated / "orgs" / f"{org_id}.json"
+        ).is_file():
+            raise UnknownOrganization(org_id)
+        idx = load_org(self.generated, org_id)
+        with self._lock:
+            self._cache[org_id] = idx
+            self._cache.move_to_end(org_id)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return idx
+
+    def put(self, idx: OrgIndex) -> None:
+        with self._lock:
+            self._cache[idx.org_id] = idx
+
+    def warm(self, org_ids: Iterable[str] | None = None) -> int:
+        """Load organizations ahead of traffic; returns how many are loaded."""
+        ids = list(org_ids) if org_ids is not None else self.org_ids()
+        for org_id in ids[: self.cache_size]:
+            self.load(org_id)
+        return len(self._cache)
+
+    def loaded(self) -> list[str]:
+        return list(self._cache)
+
+
+class Engine:
+    """Answers Check questions for every organization."""
+
+    def __init__(self, policies: PolicySet, directory: DirectorySource) -> None:
+        self.policies = policies
+        self.directory = directory
+
+    def check(self, req: CheckRequest) -> Decision:
+        validate(req)
+        org = self.policies.get(req.org_id)
+        snap = self.directory.snapshot(req.org_id, req.min_revision)
+        return decide(req, org, snap)
+
+    def check_many(self, reqs: Sequence[CheckRequest]) -> list[Decision | AuthzError]:
+        """Decide each request on its own; a bad item is returned as its error."""
+        out: list[Decision | AuthzError] = []
+        snaps: dict[tuple[str, int], DirectorySnapshot] = {}
+        for req in reqs:
+            try:
+                validate(req)
+                org = self.policies.get(req.org_id)
+                key = (req.org_id, req.min_revision)
+                snap = snaps.get(key)
+                if snap is None:
+                    snap = snaps[key] = self.directory.snapshot(req.org_id, req.min_revision)
+                out.append(decide(req, org, snap))
+            except AuthzError as exc:
+                out.append(exc)
+        return out
