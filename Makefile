@@ -46,7 +46,7 @@ test: proto-check policy-check lint typecheck pytest
 serve: $(STAMP)
 	mkdir -p var
 	$(AUTHZ) db upgrade --db $(DB_URL)
-	$(AUTHZ) directory import --db $(DB_URL) examples/acme-eu.directory.yaml
+	$(AUTHZ) directory import --db $(DB_URL) authz/policies/orgs/acme-eu/tests/directory.yaml
 	$(AUTHZ) serve --db $(DB_URL) --listen 127.0.0.1:$(PORT)
 
 bench: $(STAMP)

@@ -1,0 +1,50 @@
+"""The `authz` command: one entry point; each command group registers itself.
+
+Domain groups (`policy`, `db`, `migrate`, ...) live beside the domain code and expose
+`register(subparsers)`; transport commands (`serve`, `check`, `directory`) live here.
+Every command's handler takes the parsed arguments and returns an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Modules exposing register(subparsers); missing ones are skipped so that partial
+# installs still offer what they have.
+COMMAND_GROUPS = (
+    "authz.policy.cli",
+    "authz.store.cli",
+    "authz_server.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="authz",
+        description="Authorization server for finance operations taken from a CRM.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_GROUPS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
