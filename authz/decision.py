@@ -7,10 +7,10 @@ the CLI use them directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     """Why a decision came out as it did; stable codes callers may branch on."""
 
     GRANTED = "granted"
@@ -32,7 +32,7 @@ class Reason(str, Enum):
     FIELD_NOT_WRITABLE = "field_not_writable"
 
 
-class IdentityKind(str, Enum):
+class IdentityKind(StrEnum):
     """Who the CRM user acts as in the finance suite."""
 
     NONE = "none"
@@ -41,21 +41,21 @@ class IdentityKind(str, Enum):
     INTEGRATION_OWNER = "integration_owner"  # legacy mode only
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     """Legacy: everything runs as the integration owner. Unified: each user as themself."""
 
     LEGACY = "legacy"
     UNIFIED = "unified"
 
 
-class Channel(str, Enum):
+class Channel(StrEnum):
     """Where the action is taken: inside the CRM, or directly in the finance product."""
 
     CRM = "crm"
     DIRECT = "direct"
 
 
-class ApprovalOutcome(str, Enum):
+class ApprovalOutcome(StrEnum):
     """What saving the record will lead to."""
 
     PENDING_APPROVAL = "pending_approval"

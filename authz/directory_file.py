@@ -77,7 +77,7 @@ def parse(src: Source) -> DirectoryFile:
         if not isinstance(value, list):
             problems.append(Problem(src.at((key,)), f"'{key}' must be a list"))
             return []
-        out = []
+        out: list[tuple[tuple[str | int, ...], dict[str, Any]]] = []
         for i, item in enumerate(value):
             if isinstance(item, dict):
                 out.append(((key, i), item))

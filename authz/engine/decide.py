@@ -15,6 +15,7 @@ from typing import Protocol
 
 from authz import catalog
 from authz.decision import (
+    NO_IDENTITY,
     ApprovalObligation,
     ApprovalOutcome,
     Channel,
@@ -23,7 +24,6 @@ from authz.decision import (
     Identity,
     IdentityKind,
     Mode,
-    NO_IDENTITY,
     Reason,
 )
 from authz.directory import CrmUser, DirectorySnapshot, FinanceUser
@@ -89,7 +89,7 @@ def _new_id() -> str:
 class _Ctx:
     """What a decision has established so far; builds the Decision."""
 
-    __slots__ = ("req", "org", "snap", "identity", "product", "rules")
+    __slots__ = ("identity", "org", "product", "req", "rules", "snap")
 
     def __init__(self, req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot) -> None:
         self.req = req
@@ -127,7 +127,7 @@ def _identity(ctx: _Ctx, crm: CrmUser, finance: dict[str, FinanceUser]) -> Ident
         kind=IdentityKind.FINANCE_USER,
         crm_user_id=crm.id,
         email=crm.email,
-        display_name=(books or subs or crm).name,  # type: ignore[union-attr]
+        display_name=(books or subs or crm).name,
         books_user_id=books.user_id if books else "",
         subscriptions_user_id=subs.user_id if subs else "",
         roles=ctx.org.roles_of(roles),

@@ -137,7 +137,7 @@ def policy_lines(org: Organization, tree: PolicyTree) -> list[list[str]]:
             *_blocked_lines(org)]
 
 
-def _manifest(org: Organization, tree: PolicyTree) -> dict[str, Any]:
+def manifest_of(org: Organization, tree: PolicyTree) -> dict[str, Any]:
     available = tree.release.available(org.data_centre, org.edition)
     effective = "unified" if org.mode == "unified" and available else "legacy"
     if org.mode == "legacy":
@@ -191,9 +191,9 @@ def compile_org(org: Organization, tree: PolicyTree) -> CompiledOrg:
     """Compile one organization; the revision hashes everything a decision depends on."""
     sources = [*tree.shared_files, *org.files]
     body = _csv_text(policy_lines(org, tree))
-    manifest = _manifest(org, tree)
+    settings = manifest_of(org, tree)
     digest = hashlib.sha256()
-    for part in (MODEL_CONF, body, json.dumps(manifest, sort_keys=True)):
+    for part in (MODEL_CONF, body, json.dumps(settings, sort_keys=True)):
         digest.update(part.encode())
     revision = digest.hexdigest()[:16]
     header = (
@@ -202,8 +202,8 @@ def compile_org(org: Organization, tree: PolicyTree) -> CompiledOrg:
         f"# revision: {revision}\n"
         + "".join(f"# source: {s}\n" for s in sources)
     )
-    manifest = {"revision": revision, "sources": sources, **manifest}
-    text = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+    full = {"revision": revision, "sources": sources, **settings}
+    text = json.dumps(full, indent=2, sort_keys=False) + "\n"
     return CompiledOrg(org.id, revision, (header + body).encode(), text.encode())
 
 

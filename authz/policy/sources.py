@@ -208,8 +208,8 @@ def _check_unique_roles(r: _Reader, roles: list[Role], predefined: dict[str, Rol
 
 def _read_fields(r: _Reader, products: tuple[str, ...], roles: dict[str, Role]) -> list[FieldRule]:
     rules = []
-    access = cast(tuple[str, ...], catalog.FIELD_ACCESS)
-    for product, modules in r.mapping((), catalog.PRODUCTS).items():
+    access = catalog.FIELD_ACCESS
+    for product in r.mapping((), catalog.PRODUCTS):
         if product not in products:
             r.fail((product,), "product is not connected to this organization", product,
                    _one_of(products))
@@ -368,7 +368,9 @@ def _read_approvals(r: _Reader, products: tuple[str, ...], roles: dict[str, Role
     return out
 
 
-def _read_org(root: Path, folder: Path, predefined: dict[str, Role], problems: list[Problem]) -> Organization | None:
+def _read_org(
+    root: Path, folder: Path, predefined: dict[str, Role], problems: list[Problem]
+) -> Organization | None:
     rel = folder.relative_to(root).as_posix()
     files = tuple(f"{rel}/{n}" for n in ORG_FILES if (folder / n).exists())
     srcs: dict[str, Source] = {}
@@ -439,8 +441,8 @@ def _read_integration(src: Source, problems: list[Problem]) -> IntegrationSet:
     r = _Reader(src, problems)
     r.mapping((), ("version", "effective", "summary", "permissions", "history"))
     grants: dict[str, dict[str, tuple[str, ...]]] = {}
-    for product, modules in r.mapping(("permissions",), catalog.PRODUCTS).items():
-        for module, actions in r.mapping(("permissions", product)).items():
+    for product in r.mapping(("permissions",), catalog.PRODUCTS):
+        for module in r.mapping(("permissions", product)):
             if module not in catalog.MODULES.get(product, ()):
                 r.fail(("permissions", product, module), f"unknown {product} module", module)
                 continue
@@ -454,7 +456,6 @@ def _read_integration(src: Source, problems: list[Problem]) -> IntegrationSet:
             ok = [a for a in acts if a in catalog.actions_for(module)
                   and a not in catalog.APPROVAL_ACTIONS and a not in ("delete", "delete_approved")]
             grants.setdefault(product, {})[module] = _order(ok, catalog.actions_for(module))
-        del modules
     return IntegrationSet(
         version=r.integer(("version",), default=0, minimum=1),
         effective=r.string(("effective",)),

@@ -1,0 +1,144 @@
+"""`authz policy compile|validate|test|diff`: the policy author's daily tools."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from authz.policy import compiler, testing
+from authz.policy.diff import diff_specs
+from authz.policy.errors import PolicyError
+from authz.policy.sources import read_tree
+
+DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "policies"
+
+
+def register(sub: Any) -> None:
+    """Add the `policy` command group to the top-level parser."""
+    policy = sub.add_parser("policy", help="compile, validate, test and diff policy sources")
+    psub = policy.add_subparsers(dest="policy_command", metavar="SUBCOMMAND")
+    psub.required = True
+
+    def root_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--root", type=Path, default=DEFAULT_ROOT,
+                       help="policy root holding shared/ and orgs/ (default: %(default)s)")
+
+    p = psub.add_parser("compile", help="compile sources to Casbin models and policies")
+    root_arg(p)
+    p.add_argument("--out", type=Path, help="output folder (default: ROOT/generated)")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 naming stale files if the output is out of date")
+    p.set_defaults(func=cmd_compile)
+
+    p = psub.add_parser("validate", help="check sources and test suites; write nothing")
+    root_arg(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = psub.add_parser("test", help="run the test suites beside each organization's sources")
+    root_arg(p)
+    p.add_argument("--org", action="append", help="only this organization (repeatable)")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every case and gap")
+    p.set_defaults(func=cmd_test)
+
+    p = psub.add_parser("diff", help="how decisions change between two policy trees")
+    root_arg(p)
+    p.add_argument("a", help="policy root folder or git revision (before)")
+    p.add_argument("b", nargs="?", default=None,
+                   help="policy root folder or git revision (after; default: the working tree)")
+    p.set_defaults(func=cmd_diff)
+
+
+def _fail(exc: PolicyError, root: Path) -> int:
+    """Report located problems with paths a terminal or editor can open."""
+    for problem in exc.problems:
+        print(f"error: {root / str(problem)}", file=sys.stderr)
+    print(f"{len(exc.problems)} problem(s); nothing written", file=sys.stderr)
+    return 2
+
+
+def _progress(n: int, total: int) -> None:
+    if total >= 50 and (n == total or n % max(1, total // 20) == 0):
+        print(f"\rcompiling {n}/{total} organizations", end="" if n < total else "\n",
+              file=sys.stderr, flush=True)
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    root: Path = args.root
+    out: Path = args.out or root / compiler.GENERATED
+    started = time.perf_counter()
+    try:
+        tree = read_tree(root)
+    except PolicyError as exc:
+        return _fail(exc, args.root)
+    files = compiler.render(tree, progress=_progress)
+    changed = compiler.stale(files, out)
+    elapsed = time.perf_counter() - started
+    if args.check:
+        if changed:
+            print("stale generated policy (run `authz policy compile`):", file=sys.stderr)
+            for rel in changed:
+                print(f"  {out / rel}", file=sys.stderr)
+            return 1
+        print(f"generated policy is up to date ({len(tree.orgs)} organizations)")
+        return 0
+    if changed:
+        compiler.write_atomic(files, out)
+    print(f"compiled {len(tree.orgs)} organizations in {elapsed:.2f}s; "
+          f"{len(changed)} file(s) changed in {out}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        tree = read_tree(args.root)
+        for org in tree.orgs:
+            org_dir = args.root / "orgs" / org.id
+            if (org_dir / "tests").is_dir():
+                testing.load_suites(org_dir, args.root, org.id)
+    except PolicyError as exc:
+        return _fail(exc, args.root)
+    print(f"{len(tree.orgs)} organizations valid")
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    try:
+        tree = read_tree(args.root, only=set(args.org) if args.org else None)
+        results = testing.run(tree, args.root)
+    except PolicyError as exc:
+        return _fail(exc, args.root)
+    passed = sum(r.passed for r in results)
+    failed = sum(len(r.failures) for r in results)
+    for r in results:
+        print(f"organization {r.org_id}: {r.passed} passed, {len(r.failures)} failed")
+        for f in r.failures:
+            print(f"  FAIL {args.root / str(f.case.where)}: {f.case.name}")
+            for problem in f.problems:
+                print(f"       {problem}")
+        gaps = {k: v for k, v in r.uncovered.items() if v}
+        if not gaps:
+            print("  coverage: every role, field rule and approval rule exercised")
+        for kind, items in gaps.items():
+            print(f"  not exercised, {kind}: {len(items)}")
+            for item in items if args.verbose or kind != "grants" else items[:0]:
+                print(f"    {item}")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    try:
+        lines = diff_specs(args.a, args.b or str(args.root), args.root)
+    except PolicyError as exc:
+        return _fail(exc, args.root)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not lines:
+        print("no change in decisions")
+    for line in lines:
+        print(line)
+    return 0
