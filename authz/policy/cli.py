@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +60,15 @@ def _fail(exc: PolicyError, root: Path) -> int:
     return 2
 
 
-def _progress(n: int, total: int) -> None:
-    if total >= 50 and (n == total or n % max(1, total // 20) == 0):
-        print(f"\rcompiling {n}/{total} organizations", end="" if n < total else "\n",
-              file=sys.stderr, flush=True)
+def _progress(verb: str) -> Callable[[int, int], None]:
+    """A progress line on stderr for long runs (50 organizations or more)."""
+
+    def report(n: int, total: int) -> None:
+        if total >= 50 and (n == total or n % max(1, total // 20) == 0):
+            print(f"\r{verb} {n}/{total} organizations", end="" if n < total else "\n",
+                  file=sys.stderr, flush=True)
+
+    return report
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -70,10 +76,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     out: Path = args.out or root / compiler.GENERATED
     started = time.perf_counter()
     try:
-        tree = read_tree(root)
+        tree = read_tree(root, progress=_progress("reading"))
     except PolicyError as exc:
         return _fail(exc, args.root)
-    files = compiler.render(tree, progress=_progress)
+    files = compiler.render(tree, progress=_progress("compiling"))
     changed = compiler.stale(files, out)
     elapsed = time.perf_counter() - started
     if args.check:

@@ -11,6 +11,7 @@ Every problem is collected with its location; one PolicyError reports them all.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -482,7 +483,8 @@ def _read_release(src: Source, problems: list[Problem]) -> Release:
     return Release(default == "available", by_dc)
 
 
-def read_tree(root: Path, only: set[str] | None = None) -> PolicyTree:
+def read_tree(root: Path, only: set[str] | None = None,
+              progress: Callable[[int, int], None] | None = None) -> PolicyTree:
     """Read and validate every source under `root`; raise PolicyError listing all problems."""
     problems: list[Problem] = []
     shared = root / "shared"
@@ -505,10 +507,12 @@ def read_tree(root: Path, only: set[str] | None = None) -> PolicyTree:
     orgs = []
     org_root = root / "orgs"
     folders = sorted(p for p in org_root.iterdir() if p.is_dir()) if org_root.is_dir() else []
-    for folder in folders:
-        if only is not None and folder.name not in only:
-            continue
+    if only is not None:
+        folders = [f for f in folders if f.name in only]
+    for n, folder in enumerate(folders, start=1):
         org = _read_org(root, folder, predefined, problems)
+        if progress:
+            progress(n, len(folders))
         if org is not None:
             orgs.append(org)
     if problems:

@@ -36,6 +36,8 @@ class Source:
 
 
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
+# libyaml's parser is ~10x faster and keeps marks; fall back to pure Python without it.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _scalar(node: yaml.Node) -> Any:
@@ -72,7 +74,7 @@ def load(path: Path, display: str | None = None) -> Source:
     except OSError as exc:
         raise PolicyError([Problem(Location(name), f"cannot read file: {exc.strerror}")]) from exc
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name)
