@@ -1,0 +1,1 @@
+"""Migration: moving an organization's CRM users to their own finance identities."""
