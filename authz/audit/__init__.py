@@ -1,0 +1,1 @@
+"""The audit trail: who was allowed to do what, as whom, under which policy."""
