@@ -1,0 +1,106 @@
+"""Attribution: whatever a CRM user does in the finance suite is done as that user
+(DOMAIN.md §5): their own finance user or integration user, their name as creator,
+their own address as sender. Never the integration owner for someone else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from authz.decision import Identity, IdentityKind, Mode
+from authz.directory import DirectorySnapshot
+from authz.engine.identity import resolve
+from authz.engine.index import OrgIndex
+from authz.errors import InvalidArgument, PermissionDenied
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """What the CRM component is about to do."""
+
+    user: str  # CRM user id or e-mail
+    action: str
+    module: str
+    record_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PriorDecision:
+    """The Check decision an attribution cites, as the audit trail recorded it."""
+
+    decision_id: str
+    org_id: str
+    crm_user: str
+    action: str
+    module: str
+    record_id: str
+    allowed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    mode: Mode
+    identity: Identity
+    act_as: str  # the finance user id or integration user id to act as
+    display_name: str  # to record as creator or modifier
+    send_from: str  # e-mail address to send from; empty when the user has none
+    send_from_note: str  # why send_from is empty, for the caller to show
+    attribution_id: str
+    policy_revision: str
+    directory_revision: int
+    decision_id: str = ""
+
+
+class AttributionDenied(PermissionDenied):
+    """The CRM user has no finance identity; carries the decision reason code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+def _check_decision(prior: PriorDecision, org_id: str, crm_id: str, op: Operation) -> None:
+    if prior.org_id != org_id:
+        raise InvalidArgument("decision_id", "the decision belongs to another organization")
+    if prior.crm_user != crm_id:
+        raise InvalidArgument("decision_id", "the decision was made for another user")
+    if (prior.action, prior.module) != (op.action, op.module):
+        raise InvalidArgument("decision_id", f"the decision was about {prior.action} on "
+                              f"{prior.module}, not {op.action} on {op.module}")
+    if prior.record_id and op.record_id and prior.record_id != op.record_id:
+        raise InvalidArgument("decision_id", f"the decision was about record {prior.record_id}")
+    if not prior.allowed:
+        raise PermissionDenied(f"decision {prior.decision_id} did not allow {op.action} on "
+                               f"{op.module}")
+
+
+def attribute(org: OrgIndex, snap: DirectorySnapshot, op: Operation,
+              prior: PriorDecision | None = None) -> Attribution:
+    """Name the identity an operation is done as, or raise why there is none."""
+    if not op.user.strip():
+        raise InvalidArgument("user", "required: a CRM user id or e-mail address")
+    attribution_id = uuid.uuid4().hex
+    if org.effective_mode != "unified":
+        owner = snap.crm_user(org.integration_owner)
+        identity = Identity(kind=IdentityKind.INTEGRATION_OWNER,
+                            crm_user_id=org.integration_owner,
+                            email=owner.email if owner else "",
+                            display_name=owner.name if owner else org.integration_owner)
+        return Attribution(Mode.LEGACY, identity, org.integration_owner, identity.display_name,
+                           identity.email, f"legacy mode ({org.mode_reason}): acting as the "
+                           "integration owner", attribution_id, org.revision, snap.revision)
+    resolved = resolve(org, snap, op.user)
+    if resolved.reason is not None or resolved.crm is None:
+        raise AttributionDenied(resolved.reason.value if resolved.reason else "user_unknown",
+                                resolved.message)
+    if prior is not None:
+        _check_decision(prior, org.org_id, resolved.crm.id, op)
+    ident = resolved.identity
+    act_as = ident.books_user_id or ident.subscriptions_user_id or ident.integration_user_id
+    note = "" if ident.email else (f"{ident.crm_user_id} has no e-mail address of their own: "
+                                   "e-mail cannot be sent as them, and is never sent as the "
+                                   "integration owner instead")
+    return Attribution(Mode.UNIFIED, ident, act_as, ident.display_name, ident.email, note,
+                       attribution_id, org.revision, snap.revision,
+                       prior.decision_id if prior else "")

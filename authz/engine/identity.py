@@ -1,0 +1,62 @@
+"""Who a CRM user acts as in the finance suite (DOMAIN.md §2, §4 step 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from authz import catalog
+from authz.decision import Identity, IdentityKind, Reason
+from authz.directory import CrmUser, DirectorySnapshot, FinanceUser
+from authz.engine.index import OrgIndex
+from authz.policy.compiler import INTEGRATION_ROLE
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The identity, or why there is none (reason and message set, kind NONE)."""
+
+    identity: Identity
+    crm: CrmUser | None
+    finance: dict[str, FinanceUser]  # active accounts in connected products
+    reason: Reason | None = None
+    message: str = ""
+
+
+def resolve(org: OrgIndex, snap: DirectorySnapshot, user: str) -> Resolved:
+    """Match the CRM user to finance users by e-mail, else to their integration user."""
+    crm = snap.crm_user(user)
+    if crm is None:
+        return Resolved(Identity(IdentityKind.NONE), None, {}, Reason.USER_UNKNOWN,
+                        f"no CRM user '{user}' in the directory")
+    none = Identity(kind=IdentityKind.NONE, crm_user_id=crm.id, email=crm.email,
+                    display_name=crm.name)
+    if crm.status != "active":
+        return Resolved(none, crm, {}, Reason.CRM_USER_DISABLED, f"CRM user {crm.id} is disabled")
+    finance = {p: f for p, f in snap.finance_users(crm).items() if p in org.products}
+    if finance:
+        active = {p: f for p, f in finance.items() if f.status == "active"}
+        if not active:
+            return Resolved(none, crm, {}, Reason.FINANCE_USER_INACTIVE,
+                            f"{crm.email} is inactive in " + " and ".join(sorted(finance)))
+        books = active.get(catalog.BOOKS)
+        subs = active.get(catalog.SUBSCRIPTIONS)
+        identity = Identity(
+            kind=IdentityKind.FINANCE_USER,
+            crm_user_id=crm.id,
+            email=crm.email,
+            display_name=(books or subs or crm).name,
+            books_user_id=books.user_id if books else "",
+            subscriptions_user_id=subs.user_id if subs else "",
+            roles=org.roles_of(tuple(f"{p}:{f.role_id}" for p, f in active.items())),
+        )
+        return Resolved(identity, crm, active)
+    integ = snap.integration_users.get(crm.id)
+    if integ is not None:
+        identity = Identity(kind=IdentityKind.INTEGRATION_USER, crm_user_id=crm.id,
+                            email=crm.email, display_name=crm.name,
+                            integration_user_id=integ.integration_user_id,
+                            roles=(INTEGRATION_ROLE,))
+        return Resolved(identity, crm, {})
+    return Resolved(none, crm, {}, Reason.NOT_MIGRATED,
+                    f"CRM user {crm.id} is neither a licensed finance user nor a migrated "
+                    "integration user")
