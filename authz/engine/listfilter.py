@@ -1,0 +1,228 @@
+"""List filtering: which records may a user act on, as one filter a report engine applies.
+
+Checking each record of a report is one decision per row; instead, the same rules as
+`decide` are turned into a condition over record attributes (owner, status, location,
+total, approval level, creator) that a report engine evaluates itself, e.g. as SQL.
+A record passes the filter exactly when `decide` would allow the action on it (with no
+fields written): the tests check that on a real table.
+
+Filter format (JSON-friendly dicts):
+  {"op": "true"} | {"op": "false"}
+  {"op": "and" | "or", "args": [filter, ...]} | {"op": "not", "arg": filter}
+  {"op": "eq" | "ne", "field": F, "value": V}
+  {"op": "in" | "not_in", "field": F, "values": [V, ...]}
+  {"op": "range", "field": "total", "lo": x|null, "lo_closed": b, "hi": x|null, "hi_closed": b}
+Fields: owner, status, location, total, approval_level, created_by.
+An empty status counts as unapproved; an approval_level of 0 counts as level 1.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from authz import catalog
+from authz.decision import Channel
+from authz.directory import DirectorySnapshot
+from authz.engine.decide import PolicyView
+from authz.engine.identity import resolve
+from authz.engine.index import FlowInfo, ModuleApprovalInfo, OrgIndex
+from authz.errors import InvalidArgument
+
+Filter = dict[str, Any]
+TRUE: Filter = {"op": "true"}
+FALSE: Filter = {"op": "false"}
+FIELDS = ("owner", "status", "location", "total", "approval_level", "created_by")
+_UNAPPROVED = sorted(catalog.UNAPPROVED_STATES | {""})
+
+
+def and_(*args: Filter) -> Filter:
+    parts = [a for a in args if a != TRUE]
+    if any(a == FALSE for a in parts):
+        return FALSE
+    if not parts:
+        return TRUE
+    return parts[0] if len(parts) == 1 else {"op": "and", "args": parts}
+
+
+def or_(*args: Filter) -> Filter:
+    parts = [a for a in args if a != FALSE]
+    if any(a == TRUE for a in parts):
+        return TRUE
+    if not parts:
+        return FALSE
+    return parts[0] if len(parts) == 1 else {"op": "or", "args": parts}
+
+
+def not_(arg: Filter) -> Filter:
+    if arg == TRUE:
+        return FALSE
+    if arg == FALSE:
+        return TRUE
+    return {"op": "not", "arg": arg}
+
+
+def _flow_cond(flow: FlowInfo) -> Filter:
+    if not flow.has_criteria:
+        return TRUE
+    return {"op": "range", "field": "total",
+            "lo": None if math.isinf(flow.lo) else flow.lo, "lo_closed": flow.lo_closed,
+            "hi": None if math.isinf(flow.hi) else flow.hi, "hi_closed": flow.hi_closed}
+
+
+def _level_is(level: int) -> Filter:
+    values = [0, 1] if level == 1 else [level]
+    return {"op": "in", "field": "approval_level", "values": values}
+
+
+def _approver_cond(view: PolicyView, approval: ModuleApprovalInfo, roles: tuple[str, ...],
+                   email: str, product: str, module: str) -> Filter:
+    """Records whose applicable rule and current level name this user as approver."""
+    options: list[Filter] = []
+    earlier: list[Filter] = []
+    for flow in approval.flows:
+        applies = and_(_flow_cond(flow), *(not_(e) for e in earlier))
+        earlier.append(_flow_cond(flow))
+        if flow.outcome != "levels":
+            continue
+        levels = [n for n in range(1, flow.levels + 1)
+                  if view.is_approver(roles, email, product, module, flow.id, n)]
+        options.append(and_(applies, or_(*(_level_is(n) for n in levels))))
+    return or_(*options)
+
+
+def record_filter(org: OrgIndex, snap: DirectorySnapshot, user: str, module: str, action: str,
+                  view: PolicyView | None = None, channel: Channel = Channel.CRM) -> Filter:
+    """The condition on records under which `user` may take `action` in `module`."""
+    if module not in catalog.ALL_MODULES:
+        raise InvalidArgument("module", f"unknown module '{module}'")
+    if action not in catalog.actions_for(module):
+        raise InvalidArgument("action", f"unknown action '{action}' on {module}")
+    if org.effective_mode != "unified":
+        return TRUE
+    v: PolicyView = view if view is not None else org
+    resolved = resolve(org, snap, user)
+    if resolved.reason is not None or resolved.crm is None:
+        return FALSE
+    ident, crm = resolved.identity, resolved.crm
+    if ident.integration_user_id and channel == Channel.DIRECT:
+        return FALSE
+    roles, email = ident.roles, (crm.email if resolved.finance else "")
+    mine: Filter = {"op": "eq", "field": "owner", "value": crm.id}
+    products = [p for p in catalog.products_with(module) if p in org.products]
+    approving = action in ("approve", "reject")
+    options: list[Filter] = []
+    taken: list[Filter] = []  # grant conditions of earlier products (first match wins)
+    for product in products:
+        if approving:
+            grant = TRUE if product == products[0] else FALSE
+        elif v.grant(roles, product, module, action, False, channel.value) is not None:
+            grant = TRUE
+        elif v.grant(roles, product, module, action, True, channel.value) is not None:
+            grant = mine
+        else:
+            grant = FALSE
+        here = and_(grant, *(not_(t) for t in taken))
+        taken.append(grant)
+        if here == FALSE:
+            continue
+        options.append(and_(here, _product_rules(org, v, resolved.finance.get(product), roles,
+                                                 email, crm.id, product, module, action, mine,
+                                                 channel)))
+    return or_(*options)
+
+
+def _product_rules(org: OrgIndex, v: PolicyView, fin: Any, roles: tuple[str, ...], email: str,
+                   crm_id: str, product: str, module: str, action: str, mine: Filter,
+                   channel: Channel) -> Filter:
+    conds: list[Filter] = []
+    if fin is not None and fin.locations:
+        conds.append({"op": "in", "field": "location", "values": sorted(fin.locations)})
+    approval = org.approvals.get((product, module))
+    unapproved: Filter = {"op": "in", "field": "status", "values": _UNAPPROVED}
+    if approval is not None and approval.type != "none":
+        if action in approval.blocked:
+            conds.append(not_(unapproved))
+        after = catalog.AFTER_APPROVAL.get(action)
+        if after:
+            can_assigned = v.grant(roles, product, module, after, True, channel.value) is not None
+            can_any = v.grant(roles, product, module, after, False, channel.value) is not None
+            conds.append(or_(unapproved, TRUE if can_any else (mine if can_assigned else FALSE)))
+        if action in catalog.APPROVAL_ACTIONS:
+            conds.append({"op": "eq", "field": "status", "value": "pending_approval"})
+            if not org.allow_self_approval:
+                conds.append({"op": "ne", "field": "created_by", "value": crm_id})
+            if action != "final_approve":
+                conds.append(_approver_cond(v, approval, roles, email, product, module))
+    elif action in catalog.APPROVAL_ACTIONS:
+        return FALSE
+    return and_(*conds)
+
+
+def matches(f: Filter, record: dict[str, Any]) -> bool:
+    """Evaluate a filter on one record (reference semantics for engines and tests)."""
+    op = f["op"]
+    if op == "true":
+        return True
+    if op == "false":
+        return False
+    if op == "and":
+        return all(matches(a, record) for a in f["args"])
+    if op == "or":
+        return any(matches(a, record) for a in f["args"])
+    if op == "not":
+        return not matches(f["arg"], record)
+    value = record.get(f["field"])
+    if op == "eq":
+        return bool(value == f["value"])
+    if op == "ne":
+        return bool(value != f["value"])
+    if op == "in":
+        return value in f["values"]
+    if op == "not_in":
+        return value not in f["values"]
+    if op == "range":
+        if value is None:
+            return False
+        lo, hi = f["lo"], f["hi"]
+        if lo is not None and (value < lo or (value == lo and not f["lo_closed"])):
+            return False
+        return not (hi is not None and (value > hi or (value == hi and not f["hi_closed"])))
+    raise ValueError(f"unknown filter op {op!r}")
+
+
+def to_sql(f: Filter, columns: dict[str, str] | None = None) -> tuple[str, list[Any]]:
+    """A SQL WHERE clause (qmark parameters) for a table with the record columns."""
+    cols = {name: name for name in FIELDS} | (columns or {})
+    params: list[Any] = []
+
+    def emit(node: Filter) -> str:
+        op = node["op"]
+        if op == "true":
+            return "1=1"
+        if op == "false":
+            return "1=0"
+        if op in ("and", "or"):
+            return "(" + f" {op.upper()} ".join(emit(a) for a in node["args"]) + ")"
+        if op == "not":
+            return f"(NOT {emit(node['arg'])})"
+        col = cols[node["field"]]
+        if op in ("eq", "ne"):
+            params.append(node["value"])
+            return f"{col} {'=' if op == 'eq' else '<>'} ?"
+        if op in ("in", "not_in"):
+            params.extend(node["values"])
+            marks = ", ".join("?" for _ in node["values"])
+            return f"{col} {'IN' if op == 'in' else 'NOT IN'} ({marks})"
+        if op == "range":
+            parts = [f"{col} IS NOT NULL"]
+            if node["lo"] is not None:
+                params.append(node["lo"])
+                parts.append(f"{col} {'>=' if node['lo_closed'] else '>'} ?")
+            if node["hi"] is not None:
+                params.append(node["hi"])
+                parts.append(f"{col} {'<=' if node['hi_closed'] else '<'} ?")
+            return "(" + " AND ".join(parts) + ")"
+        raise ValueError(f"unknown filter op {op!r}")
+
+    return emit(f), params
