@@ -26,7 +26,8 @@ from authz.decision import (
     Mode,
     Reason,
 )
-from authz.directory import CrmUser, DirectorySnapshot, FinanceUser
+from authz.directory import CrmUser, DirectorySnapshot
+from authz.engine.identity import resolve
 from authz.engine.index import FlowInfo, OrgIndex
 from authz.errors import InvalidArgument
 from authz.policy.compiler import INTEGRATION_ROLE
@@ -119,21 +120,6 @@ class _Ctx:
         return self.done(False, reason, message, **extra)
 
 
-def _identity(ctx: _Ctx, crm: CrmUser, finance: dict[str, FinanceUser]) -> Identity:
-    books = finance.get(catalog.BOOKS)
-    subs = finance.get(catalog.SUBSCRIPTIONS)
-    roles = tuple(f"{p}:{f.role_id}" for p, f in finance.items())
-    return Identity(
-        kind=IdentityKind.FINANCE_USER,
-        crm_user_id=crm.id,
-        email=crm.email,
-        display_name=(books or subs or crm).name,
-        books_user_id=books.user_id if books else "",
-        subscriptions_user_id=subs.user_id if subs else "",
-        roles=ctx.org.roles_of(roles),
-    )
-
-
 def _legacy(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot) -> Decision:
     return Decision(
         allowed=True,
@@ -164,38 +150,16 @@ def decide(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot,
                         f"{module} belongs to {' or '.join(candidates)}, which is not connected "
                         f"to organization {org.org_id}")
 
-    crm = snap.crm_user(req.user)
-    if crm is None:
-        return ctx.deny(Reason.USER_UNKNOWN, f"no CRM user '{req.user}' in the directory")
-    ctx.identity = Identity(kind=IdentityKind.NONE, crm_user_id=crm.id, email=crm.email,
-                            display_name=crm.name)
-    if crm.status != "active":
-        return ctx.deny(Reason.CRM_USER_DISABLED, f"CRM user {crm.id} is disabled")
-    finance_all = snap.finance_users(crm)
-    finance = {p: f for p, f in finance_all.items() if p in org.products}
-    if finance:
-        active = {p: f for p, f in finance.items() if f.status == "active"}
-        if not active:
-            return ctx.deny(Reason.FINANCE_USER_INACTIVE,
-                            f"{crm.email} is inactive in " + " and ".join(sorted(finance)))
-        ctx.identity = _identity(ctx, crm, active)
-        email = crm.email
-    elif crm.id in snap.integration_users:
-        integ = snap.integration_users[crm.id]
-        ctx.identity = Identity(kind=IdentityKind.INTEGRATION_USER, crm_user_id=crm.id,
-                                email=crm.email, display_name=crm.name,
-                                integration_user_id=integ.integration_user_id,
-                                roles=(INTEGRATION_ROLE,))
-        email = ""
-        finance = {}
-        if req.channel == Channel.DIRECT:
-            return ctx.deny(Reason.NO_DIRECT_ACCESS,
-                            "integration users act only from the CRM, never directly in "
-                            + " or ".join(products))
-    else:
-        return ctx.deny(Reason.NOT_MIGRATED,
-                        f"CRM user {crm.id} is neither a licensed finance user nor a migrated "
-                        "integration user")
+    resolved = resolve(org, snap, req.user)
+    ctx.identity = resolved.identity
+    if resolved.reason is not None or resolved.crm is None:
+        return ctx.deny(resolved.reason or Reason.USER_UNKNOWN, resolved.message)
+    crm, finance = resolved.crm, resolved.finance
+    email = crm.email if finance else ""
+    if ctx.identity.kind == IdentityKind.INTEGRATION_USER and req.channel == Channel.DIRECT:
+        return ctx.deny(Reason.NO_DIRECT_ACCESS,
+                        "integration users act only from the CRM, never directly in "
+                        + " or ".join(products))
     roles = ctx.identity.roles
     rec = req.record
     assigned = bool(rec.owner) and rec.owner == crm.id
