@@ -1,0 +1,132 @@
+"""The running server: grpc.aio, health, reflection, JSON logs, graceful drain.
+
+Health reports SERVING only after the store is open and policies are loaded, so a load
+balancer never routes to a server that would fail its first calls; on SIGTERM/SIGINT it
+turns NOT_SERVING first, then in-flight calls get `grace` seconds to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from authz.engine.engine import Engine, PolicySet
+from authz.v1 import authz_pb2, authz_pb2_grpc
+
+from .config import Config
+from .logs import event, setup_logging
+from .service import AuthzService, Store
+
+SERVICE_NAME = authz_pb2.DESCRIPTOR.services_by_name["AuthzService"].full_name
+log = logging.getLogger("authz.server")
+
+def open_store(url: str) -> Store:
+    """The store behind the server (imported late: the store package is optional to import)."""
+    from authz.store import open_store as _open
+
+    store: Store = _open(url)
+    return store
+
+
+class Server:
+    """A started server; `port` is the bound port (useful with port 0)."""
+
+    def __init__(self, config: Config, store_factory: Callable[[str], Store] = open_store) -> None:
+        self.config = config
+        self.store_factory = store_factory
+        self.port = 0
+        self.health = health.aio.HealthServicer()
+        self._grpc: grpc.aio.Server | None = None
+        self._store: Store | None = None
+        self._executor = ThreadPoolExecutor(max_workers=config.workers,
+                                            thread_name_prefix="authz-worker")
+
+    async def start(self) -> None:
+        cfg = self.config
+        self._grpc = grpc.aio.server(self._executor, options=[
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+        ])
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        service = AuthzService(self._executor, cfg.max_batch)
+        authz_pb2_grpc.add_AuthzServiceServicer_to_server(service, self._grpc)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
+        self.port = self._grpc.add_insecure_port(cfg.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {cfg.listen}")
+        # Listen first so health probes get NOT_SERVING (not "connection refused")
+        # while policies and the store load.
+        await self._grpc.start()
+        event(log, logging.INFO, "listening", listen=cfg.listen, port=self.port)
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        self._store = await loop.run_in_executor(self._executor, self.store_factory, cfg.db)
+        policies = PolicySet(cfg.policy_dir)
+        orgs = await loop.run_in_executor(self._executor, policies.warm) if cfg.warm else 0
+        service.ready(Engine(policies, self._store), self._store)
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        event(log, logging.INFO, "serving", organizations=orgs, policy_dir=str(cfg.policy_dir),
+                                   db=_redact(cfg.db),
+                                   load_seconds=round(time.monotonic() - t0, 3))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking calls, let in-flight ones finish within grace, then close the store."""
+        grace = self.config.grace if grace is None else grace
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._grpc is not None:
+            event(log, logging.INFO, "draining", grace=grace)
+            await self._grpc.stop(grace)
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        event(log, logging.INFO, "stopped")
+
+
+def _redact(url: str) -> str:
+    """Never log a database password."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest and ":" in rest.split("@", 1)[0]:
+        user = rest.split("@", 1)[0].split(":", 1)[0]
+        rest = f"{user}:***@{rest.split('@', 1)[1]}"
+    return scheme + sep + rest
+
+
+async def serve(config: Config) -> int:
+    """Run until SIGTERM or SIGINT, then drain; returns the process exit code."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, stop, sig)
+    server = Server(config)
+    try:
+        await server.start()
+    except Exception as exc:
+        event(log, logging.ERROR, "start_failed", error=str(exc), exc_info=True)
+        await server.stop(0)
+        return 1
+    await stop.wait()
+    await server.stop()
+    return 0
+
+
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    event(log, logging.INFO, "signal", signal=sig.name)
+    stop.set()
+
+
+def run(config: Config) -> int:
+    setup_logging(config.log_level)
+    return asyncio.run(serve(config))

@@ -1,0 +1,117 @@
+"""Server configuration: flags > environment (AUTHZ_*) > TOML file > defaults.
+
+One resolved, immutable `Config` is built at start-up so that the rest of the server
+never reads the environment itself, and a bad value is reported once, naming where it
+came from, before anything listens.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from authz.engine.engine import DEFAULT_POLICY_DIR
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_DB = "sqlite:///var/authz.db"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or malformed; the message names its source."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything `authz serve` needs to start."""
+
+    listen: str = DEFAULT_LISTEN  # host:port; port 0 picks a free port
+    db: str = DEFAULT_DB  # SQLAlchemy URL of the store
+    policy_dir: Path = DEFAULT_POLICY_DIR  # compiled policy (generated/)
+    log_level: str = "INFO"
+    grace: float = 10.0  # seconds in-flight calls get to finish on SIGTERM/SIGINT
+    workers: int = 16  # threads running decisions and store calls
+    warm: bool = True  # load every organization's policy before reporting SERVING
+    max_batch: int = 1000  # CheckBatch item limit (documented in the proto)
+
+
+# name -> environment variable; the file uses the names themselves as keys.
+ENV = {f.name: "AUTHZ_" + f.name.upper() for f in fields(Config)}
+CONFIG_ENV = "AUTHZ_CONFIG"
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Turn a raw value (text from env/flags, or a TOML value) into the field's type."""
+    try:
+        if name == "policy_dir":
+            return Path(str(value))
+        if name == "grace":
+            out: Any = float(value)
+            if out < 0:
+                raise ValueError("must not be negative")
+            return out
+        if name in ("workers", "max_batch"):
+            if isinstance(value, bool):
+                raise ValueError("expected an integer")
+            out = int(value)
+            if out < 1:
+                raise ValueError("must be at least 1")
+            return out
+        if name == "warm":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError("expected true or false")
+            return text in ("1", "true", "yes")
+        if name == "log_level":
+            level = str(value).upper()
+            if level not in LOG_LEVELS:
+                raise ValueError("expected one of " + ", ".join(LOG_LEVELS))
+            return level
+        if not isinstance(value, str) or not value:
+            raise ValueError("expected non-empty text")
+        return value
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {name}: {exc} (found {value!r})") from None
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """Values from a TOML file; keys are Config field names, at top level or under [server]."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    server = data.pop("server", {})
+    if not isinstance(server, dict):
+        raise ConfigError(f"{path}: [server] must be a table")
+    data.update(server)
+    known = set(ENV)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; expected "
+                          + ", ".join(sorted(known)))
+    return {k: _coerce(k, v, str(path)) for k, v in data.items()}
+
+
+def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
+         config_file: Path | None = None) -> Config:
+    """Resolve the configuration; `flags` holds only what was given on the command line."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_file or (Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else None)
+    if path is not None:
+        values.update(read_file(path))
+    for name, var in ENV.items():
+        if env.get(var):
+            values[name] = _coerce(name, env[var], f"environment {var}")
+    for name, value in (flags or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
+    return Config(**values)

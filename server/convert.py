@@ -1,0 +1,262 @@
+"""Mapping between authz.v1 messages and the domain's value types.
+
+Kept apart from the servicer so that the mapping is testable without a server, and so
+that every proto input is validated here (unknown enum values, non-finite totals,
+malformed directory users) before the domain sees it: a caller's mistake must come
+back as INVALID_ARGUMENT naming the field, never as INTERNAL.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Literal
+
+from google.protobuf import any_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from authz import catalog
+from authz.decision import (
+    ApprovalOutcome,
+    Channel,
+    CheckRequest,
+    Decision,
+    IdentityKind,
+    Mode,
+    Reason,
+    Record,
+)
+from authz.directory import CrmUser, FinanceUser, IntegrationUser, email_key
+from authz.errors import (
+    AuthzError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    UnknownOrganization,
+)
+from authz.v1 import authz_pb2 as pb
+
+MAX_TEXT = 256
+
+_CHANNELS = {
+    pb.CHANNEL_UNSPECIFIED: Channel.CRM,
+    pb.CHANNEL_CRM: Channel.CRM,
+    pb.CHANNEL_DIRECT: Channel.DIRECT,
+}
+# Enum values are named after the domain's, so the mapping is derived, not hand-kept:
+# a domain value without a proto counterpart fails at import, not in production.
+_REASONS: dict[Reason, pb.Reason.ValueType] = {
+    r: pb.Reason.Value("REASON_" + r.name) for r in Reason
+}
+_MODES: dict[Mode, pb.Mode.ValueType] = {m: pb.Mode.Value("MODE_" + m.name) for m in Mode}
+_KINDS: dict[IdentityKind, pb.IdentityKind.ValueType] = {
+    k: pb.IdentityKind.Value("IDENTITY_KIND_" + k.name) for k in IdentityKind
+}
+_OUTCOMES: dict[ApprovalOutcome, pb.ApprovalOutcome.ValueType] = {
+    o: pb.ApprovalOutcome.Value("APPROVAL_OUTCOME_" + o.name) for o in ApprovalOutcome
+}
+
+
+def _text(value: str, field: str, required: bool = False) -> str:
+    if required and not value.strip():
+        raise InvalidArgument(field, "required")
+    if len(value) > MAX_TEXT:
+        raise InvalidArgument(field, f"longer than {MAX_TEXT} characters")
+    return value
+
+
+def check_request(msg: pb.CheckRequest) -> CheckRequest:
+    """A proto CheckRequest as the domain's, rejecting what proto cannot rule out."""
+    if msg.channel not in _CHANNELS:
+        raise InvalidArgument("channel", f"unknown channel value {msg.channel}")
+    rec = msg.record
+    total: float | None = None
+    if rec.HasField("total"):
+        total = rec.total.value
+        if math.isnan(total) or math.isinf(total):
+            raise InvalidArgument("record.total", "must be a finite number")
+    for name in ("record_id", "customer_id", "owner", "currency", "status", "created_by",
+                 "location"):
+        _text(getattr(rec, name), f"record.{name}")
+    return CheckRequest(
+        org_id=_text(msg.org_id, "org_id", required=True),
+        user=_text(msg.user, "user", required=True),
+        action=_text(msg.action, "action", required=True),
+        module=_text(msg.module, "module", required=True),
+        product=_text(msg.product, "product"),
+        record=Record(
+            record_id=rec.record_id,
+            customer_id=rec.customer_id,
+            owner=rec.owner,
+            total=total,
+            currency=rec.currency,
+            status=rec.status,
+            approval_level=rec.approval_level,
+            created_by=rec.created_by,
+            location=rec.location,
+        ),
+        read_fields=tuple(msg.read_fields),
+        write_fields=tuple(msg.write_fields),
+        channel=_CHANNELS[msg.channel],
+        explain=msg.explain,
+        min_revision=_min_revision(msg.min_revision),
+    )
+
+
+def _min_revision(value: int) -> int:
+    if value < 0:
+        raise InvalidArgument("min_revision", "must not be negative")
+    return value
+
+
+def check_response(d: Decision, decided_at: datetime | None = None) -> pb.CheckResponse:
+    """A domain Decision as a proto CheckResponse."""
+    stamp = Timestamp()
+    stamp.FromDatetime(decided_at or datetime.now(UTC))
+    ident = d.identity
+    out = pb.CheckResponse(
+        decision=pb.DECISION_ALLOW if d.allowed else pb.DECISION_DENY,
+        reason=_REASONS[d.reason],
+        message=d.message,
+        mode=_MODES[d.mode],
+        identity=pb.Identity(
+            kind=_KINDS[ident.kind],
+            crm_user_id=ident.crm_user_id,
+            email=ident.email,
+            display_name=ident.display_name,
+            books_user_id=ident.books_user_id,
+            subscriptions_user_id=ident.subscriptions_user_id,
+            integration_user_id=ident.integration_user_id,
+            roles=ident.roles,
+        ),
+        hidden_fields=d.hidden_fields,
+        read_only_fields=d.read_only_fields,
+        blocked_until_approved=d.blocked_until_approved,
+        policy_revision=d.policy_revision,
+        directory_revision=d.directory_revision,
+        decision_id=d.decision_id,
+        product=d.product,
+        matched_rules=d.matched_rules,
+        decided_at=stamp,
+        org_id=d.org_id,
+    )
+    if d.approval is not None:
+        a = d.approval
+        out.approval.CopyFrom(pb.ApprovalObligation(
+            outcome=_OUTCOMES[a.outcome], rule=a.rule, level=a.level, levels=a.levels,
+            approver_roles=a.approver_roles, approver_users=a.approver_users,
+        ))
+    return out
+
+
+# --- errors -------------------------------------------------------------------------
+
+def error_status(exc: AuthzError) -> status_pb2.Status:
+    """The google.rpc.Status a domain error maps to, with details a client can act on."""
+    if isinstance(exc, InvalidArgument):
+        bad = error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.description)
+        ])
+        return _status(code_pb2.INVALID_ARGUMENT, str(exc), bad)
+    if isinstance(exc, UnknownOrganization):
+        info = error_details_pb2.ResourceInfo(resource_type="organization",
+                                              resource_name=exc.org_id, description=str(exc))
+        return _status(code_pb2.NOT_FOUND, str(exc), info)
+    if isinstance(exc, NotFound):
+        return _status(code_pb2.NOT_FOUND, str(exc))
+    if isinstance(exc, PermissionDenied):
+        return _status(code_pb2.PERMISSION_DENIED, str(exc))
+    if isinstance(exc, FailedPrecondition):
+        failure = error_details_pb2.PreconditionFailure(violations=[
+            error_details_pb2.PreconditionFailure.Violation(type="REVISION", description=str(exc))
+        ])
+        return _status(code_pb2.FAILED_PRECONDITION, str(exc), failure)
+    # Any other AuthzError is still about the request, never a server fault.
+    return _status(code_pb2.INVALID_ARGUMENT, str(exc))
+
+
+def _status(code: int, message: str, *details: object) -> status_pb2.Status:
+    packed = []
+    for d in details:
+        a = any_pb2.Any()
+        a.Pack(d)  # type: ignore[arg-type]
+        packed.append(a)
+    return status_pb2.Status(code=code, message=message, details=packed)
+
+
+# --- directory import ---------------------------------------------------------------
+
+def _email(value: str, field: str, required: bool) -> str:
+    _text(value, field, required)
+    if value and ("@" not in value or value.strip() != value or " " in value):
+        raise InvalidArgument(field, f"invalid e-mail address '{value}'")
+    return value
+
+
+_CRM_STATUS: dict[int, Literal["active", "disabled"]] = {
+    pb.CRM_USER_STATUS_UNSPECIFIED: "active",
+    pb.CRM_USER_STATUS_ACTIVE: "active",
+    pb.CRM_USER_STATUS_DISABLED: "disabled",
+}
+_FIN_STATUS: dict[int, Literal["active", "inactive"]] = {
+    pb.FINANCE_USER_STATUS_UNSPECIFIED: "active",
+    pb.FINANCE_USER_STATUS_ACTIVE: "active",
+    pb.FINANCE_USER_STATUS_INACTIVE: "inactive",
+}
+
+
+def directory(msg: pb.ImportDirectoryRequest) -> tuple[
+        str, list[CrmUser], list[FinanceUser], list[IntegrationUser]]:
+    """The users of an ImportDirectoryRequest, validated like a directory file."""
+    org_id = _text(msg.org_id, "org_id", required=True)
+    crm: dict[str, CrmUser] = {}
+    for i, u in enumerate(msg.crm_users):
+        at = f"crm_users[{i}]"
+        uid = _text(u.id, f"{at}.id", required=True)
+        if uid in crm:
+            raise InvalidArgument(f"{at}.id", f"duplicate CRM user '{uid}'")
+        if u.status not in _CRM_STATUS:
+            raise InvalidArgument(f"{at}.status", f"unknown status value {u.status}")
+        crm[uid] = CrmUser(uid, _email(u.email, f"{at}.email", False),
+                           _text(u.name, f"{at}.name") or uid, _CRM_STATUS[u.status], u.is_admin)
+    finance: list[FinanceUser] = []
+    for key, product, users in (("books_users", catalog.BOOKS, msg.books_users),
+                                ("subscriptions_users", catalog.SUBSCRIPTIONS,
+                                 msg.subscriptions_users)):
+        finance.extend(_finance_users(key, product, users))
+    finance_emails = {email_key(f.email) for f in finance}
+    integ: list[IntegrationUser] = []
+    for i, iu in enumerate(msg.integration_users):
+        at = f"integration_users[{i}]"
+        crm_id = _text(iu.crm_user_id, f"{at}.crm_user_id", required=True)
+        if crm_id not in crm:
+            raise InvalidArgument(f"{at}.crm_user_id", f"unknown CRM user '{crm_id}'")
+        if crm[crm_id].email and email_key(crm[crm_id].email) in finance_emails:
+            raise InvalidArgument(f"{at}.crm_user_id",
+                                  f"'{crm_id}' is a finance user and cannot be an integration user")
+        integ.append(IntegrationUser(
+            crm_id, _text(iu.integration_user_id, f"{at}.integration_user_id", required=True)))
+    return org_id, list(crm.values()), finance, integ
+
+
+def _finance_users(key: str, product: str, users: Sequence[pb.FinanceUser]) -> list[FinanceUser]:
+    seen: set[str] = set()
+    out: list[FinanceUser] = []
+    for i, u in enumerate(users):
+        at = f"{key}[{i}]"
+        email = _email(u.email, f"{at}.email", True)
+        if email_key(email) in seen:
+            raise InvalidArgument(f"{at}.email", f"two {product} users share e-mail {email}")
+        seen.add(email_key(email))
+        if u.status not in _FIN_STATUS:
+            raise InvalidArgument(f"{at}.status", f"unknown status value {u.status}")
+        out.append(FinanceUser(
+            product, _text(u.user_id, f"{at}.user_id", required=True), email,
+            _text(u.name, f"{at}.name") or email, _text(u.role_id, f"{at}.role_id", required=True),
+            _FIN_STATUS[u.status],
+            tuple(_text(loc, f"{at}.locations[{j}]", True) for j, loc in enumerate(u.locations)),
+        ))
+    return out

@@ -1,0 +1,146 @@
+"""The AuthzService servicer: proto in, domain call, proto out; errors as status codes.
+
+Decisions and store calls are synchronous (SQLAlchemy, Casbin index), so they run in a
+thread pool: a slow store (waiting for min_revision) must never stall the event loop
+that serves every other caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
+from typing import Any, NoReturn, Protocol, TypeVar
+
+import grpc
+from grpc_status import rpc_status
+
+from authz.decision import CheckRequest, Decision
+from authz.directory import CrmUser, FinanceUser, IntegrationUser
+from authz.engine.engine import Engine
+from authz.errors import AuthzError, InvalidArgument
+from authz.v1 import authz_pb2 as pb
+from authz.v1 import authz_pb2_grpc as pb_grpc
+
+from . import convert
+from .logs import event
+
+log = logging.getLogger("authz.server")
+T = TypeVar("T")
+
+
+class Store(Protocol):
+    """The part of authz.store the transport uses."""
+
+    def snapshot(self, org_id: str, min_revision: int = 0) -> Any: ...
+
+    def revision(self, org_id: str) -> int: ...
+
+    def import_directory(self, org_id: str, crm_users: Iterable[CrmUser],
+                         finance_users: Iterable[FinanceUser],
+                         integration_users: Iterable[IntegrationUser] = ()) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class AuthzService(pb_grpc.AuthzServiceServicer):
+    """Maps each RPC onto the engine and the store."""
+
+    def __init__(self, executor: Executor, max_batch: int = 1000) -> None:
+        self.executor = executor
+        self.max_batch = max_batch
+        self._ready: tuple[Engine, Store] | None = None
+
+    def ready(self, engine: Engine, store: Store) -> None:
+        """Start answering; until then calls get UNAVAILABLE (clients retry those)."""
+        self._ready = (engine, store)
+
+    async def _parts(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Engine, Store]:
+        if self._ready is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "server is starting")
+            raise AssertionError("unreachable")
+        return self._ready
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def Check(self, request: pb.CheckRequest,
+                    context: grpc.aio.ServicerContext[Any, Any]) -> pb.CheckResponse:
+        engine, _ = await self._parts(context)
+        try:
+            req = convert.check_request(request)
+            decision: Decision = await self._run(engine.check, req)
+        except AuthzError as exc:
+            await _abort(context, exc)
+        _log_decision(req, decision)
+        return convert.check_response(decision)
+
+    async def CheckBatch(self, request: pb.CheckBatchRequest,
+                         context: grpc.aio.ServicerContext[Any, Any]) -> pb.CheckBatchResponse:
+        engine, _ = await self._parts(context)
+        n = len(request.requests)
+        if n > self.max_batch:
+            await _abort(context, InvalidArgument(
+                "requests", f"{n} items; at most {self.max_batch} per batch"))
+        # Invalid items keep their slot: convert errors are collected, the rest decided.
+        parsed: list[CheckRequest | AuthzError] = []
+        for i, item in enumerate(request.requests):
+            try:
+                parsed.append(convert.check_request(item))
+            except InvalidArgument as exc:
+                parsed.append(InvalidArgument(f"requests[{i}].{exc.field}", exc.description))
+        valid = [p for p in parsed if isinstance(p, CheckRequest)]
+        decided = iter(await self._run(engine.check_many, valid))
+        out = pb.CheckBatchResponse()
+        for i, p in enumerate(parsed):
+            result = p if isinstance(p, AuthzError) else next(decided)
+            if isinstance(result, InvalidArgument) and not result.field.startswith("requests["):
+                result = InvalidArgument(f"requests[{i}].{result.field}", result.description)
+            if isinstance(result, AuthzError):
+                out.results.add(error=convert.error_status(result))
+            else:
+                out.results.add(response=convert.check_response(result))
+        event(log, logging.DEBUG, "check_batch", items=n, errors=n - len(valid))
+        return out
+
+    async def Attribute(self, request: pb.AttributeRequest,
+                        context: grpc.aio.ServicerContext[Any, Any]) -> pb.AttributeResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Attribute is not implemented yet")
+        raise AssertionError("unreachable")
+
+    async def Migrate(self, request: pb.MigrateRequest,
+                      context: grpc.aio.ServicerContext[Any, Any]) -> pb.MigrateResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Migrate is not implemented yet")
+        raise AssertionError("unreachable")
+
+    async def ImportDirectory(
+        self, request: pb.ImportDirectoryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ImportDirectoryResponse:
+        engine, store = await self._parts(context)
+        try:
+            org_id, crm, finance, integ = convert.directory(request)
+            engine.policies.get(org_id)  # unknown organizations are NOT_FOUND here too
+            revision = await self._run(store.import_directory, org_id, crm, finance, integ)
+        except AuthzError as exc:
+            await _abort(context, exc)
+        event(log, logging.INFO, "directory_imported", org_id=org_id, revision=revision,
+                                              crm_users=len(crm), finance_users=len(finance),
+                                              integration_users=len(integ))
+        return pb.ImportDirectoryResponse(directory_revision=revision)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: AuthzError) -> NoReturn:
+    """End the call with the status (and google.rpc details) the domain error maps to."""
+    status = convert.error_status(exc)
+    event(log, logging.DEBUG, "rejected", code=status.code, error=str(exc))
+    await context.abort_with_status(rpc_status.to_status(status))
+    raise AssertionError("unreachable")
+
+
+def _log_decision(req: CheckRequest, d: Decision) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        event(log, logging.DEBUG, "decision", decision_id=d.decision_id, org_id=req.org_id,
+              user=req.user, action=req.action, module=req.module, allowed=d.allowed,
+              reason=d.reason.value, policy_revision=d.policy_revision,
+              directory_revision=d.directory_revision)
