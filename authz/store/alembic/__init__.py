@@ -1,0 +1,1 @@
+"""Alembic environment and revisions for the store (run by authz.store.migrations)."""

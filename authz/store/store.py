@@ -1,0 +1,245 @@
+"""The store: an organization's directory in SQLite or PostgreSQL, served from memory.
+
+Writes (`import_directory`) go to the database in one transaction and bump the
+organization's directory revision when, and only when, something changed. Reads
+(`snapshot`, called on every decision) come from an in-memory snapshot per organization;
+the database is asked again only when the snapshot is `refresh_interval` old (one cheap
+revision query) or when a caller asks for a revision newer than the one cached
+(read-your-writes across replicas, bounded by `revision_wait`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from authz.directory import CrmUser, DirectorySnapshot, FinanceUser, IntegrationUser
+from authz.errors import FailedPrecondition, InvalidArgument
+from authz.store import migrations, rows, schema
+from authz.store.cache import SnapshotCache
+from authz.store.connect import DEFAULT_URL, WRITE, consistent_read, insert_ignore, make_engine
+
+_ORG_ID_MAX = 128  # schema.organizations.c.org_id
+
+
+def _build(org_id: str, revision: int, crm: Mapping[rows.Key, rows.Values],
+           finance: Mapping[rows.Key, rows.Values],
+           integration: Mapping[rows.Key, rows.Values]) -> DirectorySnapshot:
+    """One builder for both the load and the write path, so their snapshots are identical."""
+    return DirectorySnapshot.build(
+        org_id, revision,
+        (rows.CRM.from_row(k, v) for k, v in crm.items()),
+        (rows.FINANCE.from_row(k, v) for k, v in finance.items()),
+        (rows.INTEGRATION.from_row(k, v) for k, v in integration.items()),
+    )
+
+
+class Store:
+    """Directory storage with a per-organization snapshot cache; safe to share across threads."""
+
+    def __init__(self, engine: Engine, *, refresh_interval: float = 1.0, revision_wait: float = 2.0,
+                 revision_poll: float = 0.025, cache_size: int = 20_000) -> None:
+        self.engine = engine
+        self.refresh_interval = refresh_interval
+        self.revision_wait = revision_wait
+        self.revision_poll = revision_poll
+        self._cache = SnapshotCache(cache_size)
+        self._closed = threading.Event()
+
+    # -- schema ------------------------------------------------------------------------
+
+    def upgrade(self) -> str:
+        """Run Alembic migrations up to head; returns the schema revision reached."""
+        return migrations.upgrade(self.engine)
+
+    def schema_revision(self) -> str | None:
+        """The database's schema revision (None: never upgraded)."""
+        return migrations.current(self.engine)
+
+    def require_current_schema(self) -> None:
+        """Fail early (at server start) rather than on the first request after a deploy."""
+        at, head = self.schema_revision(), migrations.head()
+        if at != head:
+            raise FailedPrecondition(f"database schema at {at or 'nothing'}, this code needs {head}: "
+                                     "run `authz db upgrade`")
+
+    # -- reads -------------------------------------------------------------------------
+
+    def revision(self, org_id: str) -> int:
+        """The organization's directory revision as committed in the database (0: none yet)."""
+        with self.engine.connect() as conn:
+            return self._read_revision(conn, org_id)
+
+    def snapshot(self, org_id: str, min_revision: int = 0) -> DirectorySnapshot:
+        """The organization's directory, at `min_revision` or later (the decision hot path)."""
+        entry = self._cache.get(org_id)
+        if (entry is not None and entry.snapshot.revision >= min_revision
+                and time.monotonic() - entry.checked_at < self.refresh_interval):
+            return entry.snapshot
+        lock = self._cache.org_lock(org_id)
+        if entry is not None and entry.snapshot.revision >= min_revision:
+            # Stale only by age: one thread polls; the others keep serving the cached one.
+            if not lock.acquire(blocking=False):
+                return entry.snapshot
+            try:
+                snap, _ = self._poll_or_load(org_id, min_revision)
+            finally:
+                lock.release()
+            return snap or entry.snapshot
+        return self._wait_for(org_id, min_revision, lock)
+
+    def _wait_for(self, org_id: str, min_revision: int, lock: threading.Lock) -> DirectorySnapshot:
+        """Poll the revision (no lock held while sleeping) until it reaches `min_revision`."""
+        deadline = time.monotonic() + self.revision_wait
+        seen = -1
+        while True:
+            if lock.acquire(timeout=max(deadline - time.monotonic(), 0.001)):
+                try:
+                    snap, seen = self._poll_or_load(org_id, min_revision)
+                finally:
+                    lock.release()
+                if snap is not None:
+                    return snap
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if seen < 0:
+                    entry = self._cache.get(org_id)
+                    seen = entry.snapshot.revision if entry else self.revision(org_id)
+                raise FailedPrecondition(f"directory revision {min_revision} not reached; at {seen}")
+            time.sleep(min(self.revision_poll, remaining))
+
+    def _poll_or_load(self, org_id: str, min_revision: int) -> tuple[DirectorySnapshot | None, int]:
+        """Under the organization's lock: the snapshot if `min_revision` is committed (else
+        None) and the revision seen. Loads the rows only when the revision moved."""
+        entry = self._cache.get(org_id)
+        now = time.monotonic()
+        if (entry is not None and entry.snapshot.revision >= min_revision
+                and now - entry.checked_at < self.refresh_interval):
+            return entry.snapshot, entry.snapshot.revision  # another thread just refreshed it
+        with self.engine.connect() as conn:
+            rev = self._read_revision(conn, org_id)
+        if rev < min_revision:
+            return None, rev
+        if entry is not None and self._cache.confirm(org_id, rev, now):
+            return entry.snapshot, rev
+        snap = self._load(org_id)
+        return self._cache.put(snap, now), snap.revision
+
+    @staticmethod
+    def _read_revision(conn: Connection, org_id: str) -> int:
+        o = schema.organizations
+        rev = conn.execute(sa.select(o.c.directory_revision).where(o.c.org_id == org_id)).scalar()
+        return int(rev or 0)
+
+    def _load(self, org_id: str) -> DirectorySnapshot:
+        """Every row of the organization, read in one consistent transaction."""
+        with self.engine.connect() as c:
+            conn = consistent_read(c)
+            with conn.begin():
+                rev = self._read_revision(conn, org_id)
+                return _build(org_id, rev, rows.CRM.read(conn, org_id), rows.FINANCE.read(conn, org_id),
+                              rows.INTEGRATION.read(conn, org_id))
+
+    # -- writes ------------------------------------------------------------------------
+
+    def import_directory(self, org_id: str, crm_users: Iterable[CrmUser],
+                         finance_users: Iterable[FinanceUser],
+                         integration_users: Iterable[IntegrationUser] = (), *, replace: bool = False,
+                         source: str = "import", permission_set_version: int | None = None) -> int:
+        """Upsert users in one transaction; returns the directory revision afterwards.
+
+        The revision is bumped only when a row changed, so re-importing the same data is a
+        no-op. With `replace`, CRM and finance users not listed are deleted, and so are the
+        integration users of deleted CRM users; integration users are otherwise only ever
+        added or updated here. Raises InvalidArgument, with nothing written, for duplicates,
+        bad values, or an integration user who is unknown or already a finance user.
+        """
+        if not org_id or len(org_id) > _ORG_ID_MAX:
+            raise InvalidArgument("org_id", f"must be 1 to {_ORG_ID_MAX} characters")
+        crm_in = rows.CRM.index(crm_users)
+        fin_in = rows.FINANCE.index(finance_users)
+        integ_in = rows.INTEGRATION.index(integration_users)
+        now = dt.datetime.now(dt.UTC)
+        o = schema.organizations
+        with self.engine.connect() as conn:
+            conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                insert_ignore(conn, o, org_id=org_id, directory_revision=0)
+                rev = int(conn.execute(sa.select(o.c.directory_revision).where(o.c.org_id == org_id)
+                                       .with_for_update()).scalar_one())
+                crm_d = rows.diff(rows.CRM.read(conn, org_id), crm_in, replace)
+                fin_d = rows.diff(rows.FINANCE.read(conn, org_id), fin_in, replace)
+                integ_d = rows.diff(rows.INTEGRATION.read(conn, org_id), integ_in, replace=False)
+                if replace:  # a CRM user leaving the directory takes their integration user along
+                    integ_d.deletes = [k for k in integ_d.merged
+                                       if k not in integ_in and k not in crm_d.merged]
+                    for k in integ_d.deletes:
+                        del integ_d.merged[k]
+                rows.check_integration_users(crm_d.merged, fin_d.merged, integ_d.merged, integ_in)
+                diffs = (crm_d, fin_d, integ_d)
+                if any(d.changed for d in diffs):
+                    rows.apply(conn, rows.INTEGRATION, org_id, rows.Diff(deletes=integ_d.deletes))
+                    integ_d.deletes = []
+                    rows.apply(conn, rows.CRM, org_id, crm_d)
+                    rows.apply(conn, rows.FINANCE, org_id, fin_d)
+                    rows.apply(conn, rows.INTEGRATION, org_id, integ_d,
+                               {"created_at": now, "permission_set_version": permission_set_version})
+                    rev = self._bump(conn, org_id, rev, now, source, diffs)
+                snap = _build(org_id, rev, crm_d.merged, fin_d.merged, integ_d.merged)
+        self._cache.put(snap)  # this Store reads its own write at once
+        return rev
+
+    @staticmethod
+    def _bump(conn: Connection, org_id: str, rev: int, now: dt.datetime, source: str,
+              diffs: Iterable[rows.Diff]) -> int:
+        o = schema.organizations
+        ds = list(diffs)
+        conn.execute(o.update().where(o.c.org_id == org_id)
+                     .values(directory_revision=rev + 1, updated_at=now))
+        conn.execute(schema.directory_revisions.insert().values(
+            org_id=org_id, revision=rev + 1, created_at=now, source=source[:64],
+            inserted=sum(len(d.inserts) for d in ds), updated=sum(len(d.updates) for d in ds),
+            deleted=sum(len(d.deletes) for d in ds)))
+        return rev + 1
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def invalidate(self, org_id: str | None = None) -> None:
+        """Drop cached snapshots (one organization or all); the next read reloads."""
+        self._cache.invalidate(org_id)
+
+    def close(self) -> None:
+        """Release the connection pool; the Store is not usable afterwards."""
+        if not self._closed.is_set():
+            self._closed.set()
+            self._cache.invalidate()
+            self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def open_store(url: str = DEFAULT_URL, *, refresh_interval: float = 1.0, revision_wait: float = 2.0,
+               busy_timeout: float = 5.0, cache_size: int = 20_000, pool_size: int = 5,
+               upgrade: bool = False, echo: bool = False) -> Store:
+    """Open the store at `url` (sqlite:///path, created if missing, or postgresql+psycopg://...).
+
+    `upgrade=True` runs migrations first (tests, single-node set-ups); replicas should rather
+    run `authz db upgrade` once and call `require_current_schema()` at start.
+    """
+    engine = make_engine(url, busy_timeout=busy_timeout, pool_size=pool_size, echo=echo)
+    store = Store(engine, refresh_interval=refresh_interval, revision_wait=revision_wait,
+                  cache_size=cache_size)
+    if upgrade:
+        store.upgrade()
+    return store
