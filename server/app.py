@@ -32,7 +32,13 @@ def open_store(url: str) -> Store:
     """The store behind the server (imported late: the store package is optional to import)."""
     from authz.store import open_store as _open
 
-    store: Store = _open(url)
+    store = _open(url)
+    try:
+        # A schema behind the code fails here, at start, not on the first request.
+        store.require_current_schema()
+    except BaseException:
+        store.close()
+        raise
     return store
 
 

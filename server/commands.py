@@ -111,7 +111,11 @@ def cmd_directory_import(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
-    store = app.open_store(cfg.db)
+    try:
+        store = app.open_store(cfg.db)
+    except AuthzError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         revision = store.import_directory(df.org_id, df.crm_users, df.finance_users,
                                           df.integration_users)
