@@ -41,8 +41,9 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Casbin logs whole policies at INFO; grpc's event loop chatters at DEBUG.
+    # Casbin logs whole policies (alembic its set-up) at INFO; grpc's event loop chatters at DEBUG.
     logging.getLogger("casbin").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("grpc").setLevel(max(logging.INFO, logging.getLevelName(level)))
 
 
