@@ -19,6 +19,7 @@ from authz.directory import DirectorySnapshot
 class Entry:
     snapshot: DirectorySnapshot
     checked_at: float  # time.monotonic() when the revision was last confirmed
+    failed_at: float = float("-inf")  # last refresh that could not reach the database
 
 
 class SnapshotCache:

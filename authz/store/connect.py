@@ -29,8 +29,10 @@ def make_engine(url: str | URL, *, busy_timeout: float = 5.0, pool_size: int = 5
     if u.get_backend_name() == "sqlite":
         return _sqlite_engine(u, busy_timeout, echo)
     if u.get_backend_name() == "postgresql":
+        # A bounded connect so that an unreachable database fails a request, not hangs it.
+        connect_args = {} if "connect_timeout" in u.query else {"connect_timeout": 5}
         return sa.create_engine(u, pool_size=pool_size, max_overflow=pool_size * 2,
-                                pool_pre_ping=True, echo=echo)
+                                pool_pre_ping=True, echo=echo, connect_args=connect_args)
     raise ValueError(f"unsupported database URL {u.render_as_string(hide_password=True)!r}: "
                      "use sqlite:///path or postgresql+psycopg://...")
 

@@ -45,18 +45,12 @@ def upgrade(engine: Engine, target: str = "head") -> str:
     """Bring the schema to `target`; returns the revision reached."""
     cfg = _config()
     with engine.connect() as conn:
-        conn.execution_options(**{WRITE: True})
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
-            conn.commit()
-        try:
+        conn.execution_options(**{WRITE: True})  # SQLite: BEGIN IMMEDIATE, one migrator at a time
+        with conn.begin():
+            if conn.dialect.name == "postgresql":  # released when this transaction ends
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, target)
-            conn.commit()
-        finally:
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
-                conn.commit()
     reached = current(engine)
     if reached is None:
         raise RuntimeError("upgrade finished without a schema revision")

@@ -11,6 +11,7 @@ revision query) or when a caller asks for a revision newer than the one cached
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -22,9 +23,10 @@ from sqlalchemy.engine import Connection, Engine
 from authz.directory import CrmUser, DirectorySnapshot, FinanceUser, IntegrationUser
 from authz.errors import FailedPrecondition, InvalidArgument
 from authz.store import migrations, rows, schema
-from authz.store.cache import SnapshotCache
+from authz.store.cache import Entry, SnapshotCache
 from authz.store.connect import DEFAULT_URL, WRITE, consistent_read, insert_ignore, make_engine
 
+log = logging.getLogger("authz.store")
 _ORG_ID_MAX = 128  # schema.organizations.c.org_id
 
 
@@ -44,9 +46,11 @@ class Store:
     """Directory storage with a per-organization snapshot cache; safe to share across threads."""
 
     def __init__(self, engine: Engine, *, refresh_interval: float = 1.0, revision_wait: float = 2.0,
-                 revision_poll: float = 0.025, cache_size: int = 20_000) -> None:
+                 revision_poll: float = 0.025, max_staleness: float = 30.0,
+                 cache_size: int = 20_000) -> None:
         self.engine = engine
         self.refresh_interval = refresh_interval
+        self.max_staleness = max_staleness
         self.revision_wait = revision_wait
         self.revision_poll = revision_poll
         self._cache = SnapshotCache(cache_size)
@@ -84,15 +88,32 @@ class Store:
             return entry.snapshot
         lock = self._cache.org_lock(org_id)
         if entry is not None and entry.snapshot.revision >= min_revision:
-            # Stale only by age: one thread polls; the others keep serving the cached one.
-            if not lock.acquire(blocking=False):
-                return entry.snapshot
-            try:
-                snap, _ = self._poll_or_load(org_id, min_revision)
-            finally:
-                lock.release()
-            return snap or entry.snapshot
+            return self._refresh_by_age(org_id, min_revision, entry, lock)
         return self._wait_for(org_id, min_revision, lock)
+
+    def _refresh_by_age(self, org_id: str, min_revision: int, entry: Entry,
+                        lock: threading.Lock) -> DirectorySnapshot:
+        """The cached snapshot would do but is due a poll: one thread polls while the others
+        keep serving it. If the database is unreachable, decisions go on with the cached
+        snapshot for up to `max_staleness` seconds (retrying once per refresh interval)
+        rather than every decision failing with it."""
+        now = time.monotonic()
+        if now - entry.failed_at < self.refresh_interval and now - entry.checked_at < self.max_staleness:
+            return entry.snapshot
+        if not lock.acquire(blocking=False):
+            return entry.snapshot
+        try:
+            snap, _ = self._poll_or_load(org_id, min_revision)
+        except sa.exc.DBAPIError as exc:
+            entry.failed_at = time.monotonic()
+            if entry.failed_at - entry.checked_at >= self.max_staleness:
+                raise
+            log.warning("directory of %s not refreshed, serving revision %d: %s",
+                        org_id, entry.snapshot.revision, exc.orig or exc)
+            return entry.snapshot
+        finally:
+            lock.release()
+        return snap or entry.snapshot
 
     def _wait_for(self, org_id: str, min_revision: int, lock: threading.Lock) -> DirectorySnapshot:
         """Poll the revision (no lock held while sleeping) until it reaches `min_revision`."""
@@ -230,8 +251,8 @@ class Store:
 
 
 def open_store(url: str = DEFAULT_URL, *, refresh_interval: float = 1.0, revision_wait: float = 2.0,
-               busy_timeout: float = 5.0, cache_size: int = 20_000, pool_size: int = 5,
-               upgrade: bool = False, echo: bool = False) -> Store:
+               max_staleness: float = 30.0, busy_timeout: float = 5.0, cache_size: int = 20_000,
+               pool_size: int = 5, upgrade: bool = False, echo: bool = False) -> Store:
     """Open the store at `url` (sqlite:///path, created if missing, or postgresql+psycopg://...).
 
     `upgrade=True` runs migrations first (tests, single-node set-ups); replicas should rather
@@ -239,7 +260,7 @@ def open_store(url: str = DEFAULT_URL, *, refresh_interval: float = 1.0, revisio
     """
     engine = make_engine(url, busy_timeout=busy_timeout, pool_size=pool_size, echo=echo)
     store = Store(engine, refresh_interval=refresh_interval, revision_wait=revision_wait,
-                  cache_size=cache_size)
+                  max_staleness=max_staleness, cache_size=cache_size)
     if upgrade:
         store.upgrade()
     return store

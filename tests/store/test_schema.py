@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -53,3 +54,10 @@ def test_memory_sqlite_is_refused() -> None:
 
     with pytest.raises(ValueError, match="SQLite file"):
         open_store("sqlite://")
+
+
+def test_replicas_upgrading_at_once_all_reach_head(open_: OpenStore) -> None:
+    stores = [open_() for _ in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        reached = list(pool.map(lambda s: s.upgrade(), stores))
+    assert reached == [migrations.head()] * 3

@@ -190,3 +190,26 @@ def test_concurrent_readers_share_one_snapshot(open_: OpenStore) -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def _database_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*_args: Any) -> int:
+        raise sa.exc.OperationalError("SELECT directory_revision", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(Store, "_read_revision", staticmethod(fail))
+
+
+def test_an_unreachable_database_serves_the_cached_snapshot_for_a_bounded_time(
+        open_: OpenStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    tolerant = open_(refresh_interval=0.0, max_staleness=3600)
+    strict = open_(refresh_interval=0.0, max_staleness=0.0)
+    tolerant.upgrade()
+    tolerant.import_directory(ORG, [ANNA], [])
+    cached = tolerant.snapshot(ORG)
+    assert strict.snapshot(ORG) == cached
+    _database_down(monkeypatch)
+    assert tolerant.snapshot(ORG) is cached
+    with pytest.raises(sa.exc.OperationalError):
+        strict.snapshot(ORG)
+    with pytest.raises(sa.exc.OperationalError):  # a newer revision needs the database
+        tolerant.snapshot(ORG, min_revision=2)
