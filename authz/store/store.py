@@ -120,7 +120,10 @@ class Store:
         deadline = time.monotonic() + self.revision_wait
         seen = -1
         while True:
-            if lock.acquire(timeout=max(deadline - time.monotonic(), 0.001)):
+            # Without a revision to wait for (a cold cache), queue behind the loading thread
+            # however long a large organization takes to load; otherwise keep to the bound.
+            timeout = -1.0 if min_revision <= 0 else max(deadline - time.monotonic(), 0.001)
+            if lock.acquire(timeout=timeout):
                 try:
                     snap, seen = self._poll_or_load(org_id, min_revision)
                 finally:
