@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from authz_client import (
     SERVER_UNAVAILABLE,
     AsyncAuthzClient,
@@ -18,7 +19,6 @@ from authz_client import (
     CheckResult,
     query,
 )
-
 from tests.e2e.serverproc import ServerProc, free_port, seed, start_server
 
 ARGS = ("acme-eu", "u-sam", "view", "invoices")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from authz_client import AuthzClient
 
 from authz.v1 import authz_pb2_grpc
+from authz_client import AuthzClient
 from tests.e2e.serverproc import ServerProc, seed, start_server
 
 

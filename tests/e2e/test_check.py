@@ -7,12 +7,12 @@ from typing import Any
 
 import grpc
 import pytest
-from authz_client import AuthzClient, AuthzRpcError, CheckError, CheckResult, query
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc
+from authz_client import AuthzClient, AuthzRpcError, CheckError, CheckResult, query
 
 ORG = "acme-eu"
 

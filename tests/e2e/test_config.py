@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from authz_server.config import DEFAULT_DB, ConfigError, load
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from authz_client import AuthzClient, AuthzRpcError
 from grpc_health.v1 import health_pb2
 
 from authz import directory_file
 from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc
+from authz_client import AuthzClient, AuthzRpcError
 from tests.e2e.serverproc import BIN, REPO, ServerProc, run_authz, seed, start_server
 
 GRPCURL = str(BIN / "grpcurl")
