@@ -83,3 +83,7 @@ integration_users = sa.Table(
         ["org_id", "crm_user_id"], ["crm_users.org_id", "crm_users.id"], name="fk_integration_users_crm_user"
     ),
 )
+
+# Later revisions' tables live in their own modules on this metadata; importing them here
+# keeps "schema.metadata" complete for the migrated-database comparison.
+import authz.store.migration_schema  # noqa: E402,F401
