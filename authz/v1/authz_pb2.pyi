@@ -834,6 +834,8 @@ class MigrationCandidate(_message.Message):
     EMAIL_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     BOOKS_USER_ID_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
     crm_user_id: _builtins.str
     """The CRM user id."""
     email: _builtins.str
@@ -842,6 +844,12 @@ class MigrationCandidate(_message.Message):
     """The CRM user's name."""
     books_user_id: _builtins.str
     """The matching Books user id (common users only)."""
+    usage: _builtins.int
+    """Finance operations in the usage window (candidates only)."""
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The finance roles the user keeps, as product:role (common users only)."""
+
     def __init__(
         self,
         *,
@@ -849,14 +857,48 @@ class MigrationCandidate(_message.Message):
         email: _builtins.str = ...,
         name: _builtins.str = ...,
         books_user_id: _builtins.str = ...,
+        usage: _builtins.int = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["books_user_id", b"books_user_id", "crm_user_id", b"crm_user_id", "email", b"email", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["books_user_id", b"books_user_id", "crm_user_id", b"crm_user_id", "email", b"email", "name", b"name", "roles", b"roles", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MigrationCandidate: _TypeAlias = MigrationCandidate  # noqa: Y015
+
+@_typing.final
+class MigrationExclusion(_message.Message):
+    """MigrationExclusion is a CRM user who cannot become an integration user, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CRM_USER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    crm_user_id: _builtins.str
+    """The CRM user id."""
+    reason: _builtins.str
+    """Machine-readable reason: crm_user_disabled, inactive_in_books,
+    already_finance_user, already_integration_user, no_email, unknown_user.
+    """
+    message: _builtins.str
+    """The reason for a person."""
+    def __init__(
+        self,
+        *,
+        crm_user_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crm_user_id", b"crm_user_id", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationExclusion: _TypeAlias = MigrationExclusion  # noqa: Y015
 
 @_typing.final
 class MigrateRequest(_message.Message):
@@ -868,12 +910,15 @@ class MigrateRequest(_message.Message):
     CALLER_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     CRM_USER_IDS_FIELD_NUMBER: _builtins.int
+    REQUEST_KEY_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """The organization id."""
     caller: _builtins.str
     """The CRM user running the migration (must be a CRM administrator)."""
     mode: Global___MigrateMode.ValueType
     """Preview or apply."""
+    request_key: _builtins.str
+    """Idempotency key of an apply: the same key returns the same job. Required for apply."""
     @_builtins.property
     def crm_user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """CRM users to add as integration users (apply only)."""
@@ -885,10 +930,11 @@ class MigrateRequest(_message.Message):
         caller: _builtins.str = ...,
         mode: Global___MigrateMode.ValueType = ...,
         crm_user_ids: _abc.Iterable[_builtins.str] | None = ...,
+        request_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "crm_user_ids", b"crm_user_ids", "mode", b"mode", "org_id", b"org_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "crm_user_ids", b"crm_user_ids", "mode", b"mode", "org_id", b"org_id", "request_key", b"request_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -905,12 +951,23 @@ class MigrateResponse(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    EXCLUDED_FIELD_NUMBER: _builtins.int
+    SLOTS_LEFT_FIELD_NUMBER: _builtins.int
+    QUOTA_FIELD_NUMBER: _builtins.int
+    DIRECTORY_REVISION_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The background job (apply only)."""
     state: Global___MigrationState.ValueType
     """The job's state."""
     message: _builtins.str
     """A human-readable summary."""
+    slots_left: _builtins.int
+    """Integration users that can still be added under the quota."""
+    quota: _builtins.int
+    """The organization's integration-user quota."""
+    directory_revision: _builtins.int
+    """Directory revision the preview was computed at."""
     @_builtins.property
     def common_users(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationCandidate]:
         """CRM users matched to Books users."""
@@ -918,6 +975,14 @@ class MigrateResponse(_message.Message):
     @_builtins.property
     def integration_candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationCandidate]:
         """CRM-only users who could become integration users."""
+
+    @_builtins.property
+    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationExclusion]:
+        """CRM users who cannot become integration users, with the reason (preview only)."""
+
+    @_builtins.property
+    def job(self) -> Global___MigrationJob:
+        """The job an apply started (or found, for a repeated request_key)."""
 
     def __init__(
         self,
@@ -927,14 +992,161 @@ class MigrateResponse(_message.Message):
         job_id: _builtins.str = ...,
         state: Global___MigrationState.ValueType = ...,
         message: _builtins.str = ...,
+        excluded: _abc.Iterable[Global___MigrationExclusion] | None = ...,
+        slots_left: _builtins.int = ...,
+        quota: _builtins.int = ...,
+        directory_revision: _builtins.int = ...,
+        job: Global___MigrationJob | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["common_users", b"common_users", "integration_candidates", b"integration_candidates", "job_id", b"job_id", "message", b"message", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["common_users", b"common_users", "directory_revision", b"directory_revision", "excluded", b"excluded", "integration_candidates", b"integration_candidates", "job", b"job", "job_id", b"job_id", "message", b"message", "quota", b"quota", "slots_left", b"slots_left", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MigrateResponse: _TypeAlias = MigrateResponse  # noqa: Y015
+
+@_typing.final
+class MigrationUserResult(_message.Message):
+    """MigrationUserResult is what a job did for one selected user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CRM_USER_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    INTEGRATION_USER_ID_FIELD_NUMBER: _builtins.int
+    crm_user_id: _builtins.str
+    """The CRM user id."""
+    state: _builtins.str
+    """pending, done or rejected."""
+    reason: _builtins.str
+    """Why the user was rejected (a MigrationExclusion reason, or over_quota)."""
+    message: _builtins.str
+    """The reason for a person."""
+    integration_user_id: _builtins.str
+    """The integration user id given to the user (done only)."""
+    def __init__(
+        self,
+        *,
+        crm_user_id: _builtins.str = ...,
+        state: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+        integration_user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crm_user_id", b"crm_user_id", "integration_user_id", b"integration_user_id", "message", b"message", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationUserResult: _TypeAlias = MigrationUserResult  # noqa: Y015
+
+@_typing.final
+class MigrationJob(_message.Message):
+    """MigrationJob is a background migration and its progress."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    DIRECTORY_REVISION_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REQUEST_KEY_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job id."""
+    org_id: _builtins.str
+    """The organization id."""
+    state: Global___MigrationState.ValueType
+    """Queued, running or done."""
+    total: _builtins.int
+    """Users selected."""
+    done: _builtins.int
+    """Users migrated."""
+    rejected: _builtins.int
+    """Users rejected (each with a reason in results)."""
+    directory_revision: _builtins.int
+    """Directory revision after the job's last change: pass it as
+    CheckRequest.min_revision to see the new integration users.
+    """
+    kind: _builtins.str
+    """manual (an admin's apply) or auto (after the migration window)."""
+    request_key: _builtins.str
+    """The request's idempotency key."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationUserResult]:
+        """Per-user results in selection order."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the job was accepted."""
+
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp:
+        """When the job finished; unset until done."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        org_id: _builtins.str = ...,
+        state: Global___MigrationState.ValueType = ...,
+        total: _builtins.int = ...,
+        done: _builtins.int = ...,
+        rejected: _builtins.int = ...,
+        directory_revision: _builtins.int = ...,
+        results: _abc.Iterable[Global___MigrationUserResult] | None = ...,
+        kind: _builtins.str = ...,
+        request_key: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "directory_revision", b"directory_revision", "done", b"done", "finished_at", b"finished_at", "job_id", b"job_id", "kind", b"kind", "org_id", b"org_id", "rejected", b"rejected", "request_key", b"request_key", "results", b"results", "state", b"state", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationJob: _TypeAlias = MigrationJob  # noqa: Y015
+
+@_typing.final
+class GetMigrationJobRequest(_message.Message):
+    """GetMigrationJobRequest names a job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    SUMMARY_ONLY_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    """The organization id."""
+    job_id: _builtins.str
+    """The job id Migrate returned."""
+    summary_only: _builtins.bool
+    """Leave out per-user results (progress only)."""
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        summary_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "org_id", b"org_id", "summary_only", b"summary_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMigrationJobRequest: _TypeAlias = GetMigrationJobRequest  # noqa: Y015
 
 @_typing.final
 class CrmUser(_message.Message):

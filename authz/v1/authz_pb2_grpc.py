@@ -55,6 +55,16 @@ class AuthzServiceStub:
                 request_serializer=authz_dot_v1_dot_authz__pb2.MigrateRequest.SerializeToString,
                 response_deserializer=authz_dot_v1_dot_authz__pb2.MigrateResponse.FromString,
                 _registered_method=True)
+        self.GetMigrationJob = channel.unary_unary(
+                '/authz.v1.AuthzService/GetMigrationJob',
+                request_serializer=authz_dot_v1_dot_authz__pb2.GetMigrationJobRequest.SerializeToString,
+                response_deserializer=authz_dot_v1_dot_authz__pb2.MigrationJob.FromString,
+                _registered_method=True)
+        self.WatchMigrationJob = channel.unary_stream(
+                '/authz.v1.AuthzService/WatchMigrationJob',
+                request_serializer=authz_dot_v1_dot_authz__pb2.GetMigrationJobRequest.SerializeToString,
+                response_deserializer=authz_dot_v1_dot_authz__pb2.MigrationJob.FromString,
+                _registered_method=True)
         self.ImportDirectory = channel.unary_unary(
                 '/authz.v1.AuthzService/ImportDirectory',
                 request_serializer=authz_dot_v1_dot_authz__pb2.ImportDirectoryRequest.SerializeToString,
@@ -92,8 +102,26 @@ class AuthzServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Migrate(self, request, context):
-        """Migrate previews or applies a user migration (DOMAIN.md §6). Not implemented yet:
-        returns UNIMPLEMENTED.
+        """Migrate previews or applies a user migration (DOMAIN.md §6). Apply starts a
+        background job and returns at once; it is idempotent by request_key. Errors:
+        PERMISSION_DENIED (caller not an admin of the organization), INVALID_ARGUMENT
+        (unknown or duplicate users, over the quota: the message says how many slots
+        remain, request_key reused with other users), NOT_FOUND (unknown organization).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMigrationJob(self, request, context):
+        """GetMigrationJob reports a migration job and its per-user results. NOT_FOUND for
+        an unknown job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchMigrationJob(self, request, context):
+        """WatchMigrationJob streams the job's progress until it is done.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +158,16 @@ def add_AuthzServiceServicer_to_server(servicer, server):
                     servicer.Migrate,
                     request_deserializer=authz_dot_v1_dot_authz__pb2.MigrateRequest.FromString,
                     response_serializer=authz_dot_v1_dot_authz__pb2.MigrateResponse.SerializeToString,
+            ),
+            'GetMigrationJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMigrationJob,
+                    request_deserializer=authz_dot_v1_dot_authz__pb2.GetMigrationJobRequest.FromString,
+                    response_serializer=authz_dot_v1_dot_authz__pb2.MigrationJob.SerializeToString,
+            ),
+            'WatchMigrationJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchMigrationJob,
+                    request_deserializer=authz_dot_v1_dot_authz__pb2.GetMigrationJobRequest.FromString,
+                    response_serializer=authz_dot_v1_dot_authz__pb2.MigrationJob.SerializeToString,
             ),
             'ImportDirectory': grpc.unary_unary_rpc_method_handler(
                     servicer.ImportDirectory,
@@ -246,6 +284,60 @@ class AuthzService:
             '/authz.v1.AuthzService/Migrate',
             authz_dot_v1_dot_authz__pb2.MigrateRequest.SerializeToString,
             authz_dot_v1_dot_authz__pb2.MigrateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMigrationJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authz.v1.AuthzService/GetMigrationJob',
+            authz_dot_v1_dot_authz__pb2.GetMigrationJobRequest.SerializeToString,
+            authz_dot_v1_dot_authz__pb2.MigrationJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchMigrationJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/authz.v1.AuthzService/WatchMigrationJob',
+            authz_dot_v1_dot_authz__pb2.GetMigrationJobRequest.SerializeToString,
+            authz_dot_v1_dot_authz__pb2.MigrationJob.FromString,
             options,
             channel_credentials,
             insecure,

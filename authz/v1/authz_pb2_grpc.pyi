@@ -49,9 +49,18 @@ class AuthzServiceStub:
     under (DOMAIN.md §5). Not implemented yet: returns UNIMPLEMENTED.
     """
     Migrate: _grpc.UnaryUnaryMultiCallable[_authz_pb2.MigrateRequest, _authz_pb2.MigrateResponse]
-    """Migrate previews or applies a user migration (DOMAIN.md §6). Not implemented yet:
-    returns UNIMPLEMENTED.
+    """Migrate previews or applies a user migration (DOMAIN.md §6). Apply starts a
+    background job and returns at once; it is idempotent by request_key. Errors:
+    PERMISSION_DENIED (caller not an admin of the organization), INVALID_ARGUMENT
+    (unknown or duplicate users, over the quota: the message says how many slots
+    remain, request_key reused with other users), NOT_FOUND (unknown organization).
     """
+    GetMigrationJob: _grpc.UnaryUnaryMultiCallable[_authz_pb2.GetMigrationJobRequest, _authz_pb2.MigrationJob]
+    """GetMigrationJob reports a migration job and its per-user results. NOT_FOUND for
+    an unknown job.
+    """
+    WatchMigrationJob: _grpc.UnaryStreamMultiCallable[_authz_pb2.GetMigrationJobRequest, _authz_pb2.MigrationJob]
+    """WatchMigrationJob streams the job's progress until it is done."""
     ImportDirectory: _grpc.UnaryUnaryMultiCallable[_authz_pb2.ImportDirectoryRequest, _authz_pb2.ImportDirectoryResponse]
     """ImportDirectory upserts an organization's users (idempotent: importing the same
     users again changes nothing but may bump the revision) and returns the revision
@@ -77,9 +86,18 @@ class AuthzServiceAsyncStub(AuthzServiceStub):
     under (DOMAIN.md §5). Not implemented yet: returns UNIMPLEMENTED.
     """
     Migrate: _aio.UnaryUnaryMultiCallable[_authz_pb2.MigrateRequest, _authz_pb2.MigrateResponse]  # type: ignore[assignment]
-    """Migrate previews or applies a user migration (DOMAIN.md §6). Not implemented yet:
-    returns UNIMPLEMENTED.
+    """Migrate previews or applies a user migration (DOMAIN.md §6). Apply starts a
+    background job and returns at once; it is idempotent by request_key. Errors:
+    PERMISSION_DENIED (caller not an admin of the organization), INVALID_ARGUMENT
+    (unknown or duplicate users, over the quota: the message says how many slots
+    remain, request_key reused with other users), NOT_FOUND (unknown organization).
     """
+    GetMigrationJob: _aio.UnaryUnaryMultiCallable[_authz_pb2.GetMigrationJobRequest, _authz_pb2.MigrationJob]  # type: ignore[assignment]
+    """GetMigrationJob reports a migration job and its per-user results. NOT_FOUND for
+    an unknown job.
+    """
+    WatchMigrationJob: _aio.UnaryStreamMultiCallable[_authz_pb2.GetMigrationJobRequest, _authz_pb2.MigrationJob]  # type: ignore[assignment]
+    """WatchMigrationJob streams the job's progress until it is done."""
     ImportDirectory: _aio.UnaryUnaryMultiCallable[_authz_pb2.ImportDirectoryRequest, _authz_pb2.ImportDirectoryResponse]  # type: ignore[assignment]
     """ImportDirectory upserts an organization's users (idempotent: importing the same
     users again changes nothing but may bump the revision) and returns the revision
@@ -126,9 +144,30 @@ class AuthzServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _authz_pb2.MigrateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_authz_pb2.MigrateResponse, _abc.Awaitable[_authz_pb2.MigrateResponse]]:
-        """Migrate previews or applies a user migration (DOMAIN.md §6). Not implemented yet:
-        returns UNIMPLEMENTED.
+        """Migrate previews or applies a user migration (DOMAIN.md §6). Apply starts a
+        background job and returns at once; it is idempotent by request_key. Errors:
+        PERMISSION_DENIED (caller not an admin of the organization), INVALID_ARGUMENT
+        (unknown or duplicate users, over the quota: the message says how many slots
+        remain, request_key reused with other users), NOT_FOUND (unknown organization).
         """
+
+    @_abc_1.abstractmethod
+    def GetMigrationJob(
+        self,
+        request: _authz_pb2.GetMigrationJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authz_pb2.MigrationJob, _abc.Awaitable[_authz_pb2.MigrationJob]]:
+        """GetMigrationJob reports a migration job and its per-user results. NOT_FOUND for
+        an unknown job.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchMigrationJob(
+        self,
+        request: _authz_pb2.GetMigrationJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_authz_pb2.MigrationJob], _abc.AsyncIterator[_authz_pb2.MigrationJob]]:
+        """WatchMigrationJob streams the job's progress until it is done."""
 
     @_abc_1.abstractmethod
     def ImportDirectory(
