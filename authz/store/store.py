@@ -222,14 +222,30 @@ class Store:
     @staticmethod
     def _bump(conn: Connection, org_id: str, rev: int, now: dt.datetime, source: str,
               diffs: Iterable[rows.Diff]) -> int:
-        o = schema.organizations
         ds = list(diffs)
+        return Store.bump_revision(conn, org_id, rev, now, source, sum(len(d.inserts) for d in ds),
+                                   sum(len(d.updates) for d in ds), sum(len(d.deletes) for d in ds))
+
+    @staticmethod
+    def lock_revision(conn: Connection, org_id: str) -> int:
+        """For writers owning a write transaction (migration jobs): lock the organization's
+        row (FOR UPDATE; SQLite's BEGIN IMMEDIATE already serializes) and read its revision."""
+        o = schema.organizations
+        insert_ignore(conn, o, org_id=org_id, directory_revision=0)
+        return int(conn.execute(sa.select(o.c.directory_revision).where(o.c.org_id == org_id)
+                                .with_for_update()).scalar_one())
+
+    @staticmethod
+    def bump_revision(conn: Connection, org_id: str, rev: int, now: dt.datetime, source: str,
+                      inserted: int = 0, updated: int = 0, deleted: int = 0) -> int:
+        """Record a directory change inside the caller's transaction, after `lock_revision`;
+        call `invalidate(org_id)` once it commits."""
+        o = schema.organizations
         conn.execute(o.update().where(o.c.org_id == org_id)
                      .values(directory_revision=rev + 1, updated_at=now))
         conn.execute(schema.directory_revisions.insert().values(
             org_id=org_id, revision=rev + 1, created_at=now, source=source[:64],
-            inserted=sum(len(d.inserts) for d in ds), updated=sum(len(d.updates) for d in ds),
-            deleted=sum(len(d.deletes) for d in ds)))
+            inserted=inserted, updated=updated, deleted=deleted))
         return rev + 1
 
     # -- lifecycle ---------------------------------------------------------------------
