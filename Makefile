@@ -8,7 +8,7 @@ AUTHZ := $(BIN)/authz
 DB_URL ?= sqlite:///var/authz.db
 PORT ?= 50051
 
-.PHONY: install proto proto-check policy-check lint typecheck pytest test serve bench fuzz soak clean
+.PHONY: install proto proto-check proto-lint proto-release policy-check lint typecheck pytest test serve bench fuzz soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +25,18 @@ proto: $(STAMP)
 # Fails when committed stubs differ from what proto/ generates.
 proto-check: $(STAMP)
 	$(BIN)/python -m authz_server.codegen --check
+
+# API hygiene: buf lint (buf.yaml) and buf breaking against the last released API image
+# under proto/releases/ (highest version). `make proto-release VERSION=v1.1.0` records a
+# new baseline when a release ships.
+PROTO_BASELINE = $(shell ls proto/releases/*.binpb | sort -V | tail -n 1)
+proto-lint: $(STAMP)
+	$(BIN)/buf lint
+	$(BIN)/buf breaking proto --against $(PROTO_BASELINE)
+
+proto-release: $(STAMP)
+	test -n "$(VERSION)" || { echo "usage: make proto-release VERSION=v1.1.0"; exit 2; }
+	$(BIN)/buf build proto --exclude-source-info -o proto/releases/$(VERSION).binpb
 
 # Compiled policy matches its sources; sources validate; policy test suites pass.
 policy-check: $(STAMP)
