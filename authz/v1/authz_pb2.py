@@ -22,82 +22,95 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.protobuf import wrappers_pb2 as google_dot_protobuf_dot_wrappers__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61uthz/v1/authz.proto\x12\x08\x61uthz.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\x1a\x17google/rpc/status.proto\"\xcc\x01\n\x06Record\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12+\n\x05total\x18\x04 \x01(\x0b\x32\x1c.google.protobuf.DoubleValue\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x16\n\x0e\x61pproval_level\x18\x07 \x01(\x05\x12\x12\n\ncreated_by\x18\x08 \x01(\t\x12\x10\n\x08location\x18\t \x01(\t\"\xf5\x01\n\x0c\x43heckRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0e\n\x06module\x18\x04 \x01(\t\x12\x0f\n\x07product\x18\x05 \x01(\t\x12 \n\x06record\x18\x06 \x01(\x0b\x32\x10.authz.v1.Record\x12\x13\n\x0bread_fields\x18\x07 \x03(\t\x12\x14\n\x0cwrite_fields\x18\x08 \x03(\t\x12\"\n\x07\x63hannel\x18\t \x01(\x0e\x32\x11.authz.v1.Channel\x12\x0f\n\x07\x65xplain\x18\n \x01(\x08\x12\x14\n\x0cmin_revision\x18\x0b \x01(\x03\"\xcc\x01\n\x08Identity\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.authz.v1.IdentityKind\x12\x13\n\x0b\x63rm_user_id\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x15\n\rbooks_user_id\x18\x05 \x01(\t\x12\x1d\n\x15subscriptions_user_id\x18\x06 \x01(\t\x12\x1b\n\x13integration_user_id\x18\x07 \x01(\t\x12\r\n\x05roles\x18\x08 \x03(\t\"\x9d\x01\n\x12\x41pprovalObligation\x12*\n\x07outcome\x18\x01 \x01(\x0e\x32\x19.authz.v1.ApprovalOutcome\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\r\n\x05level\x18\x03 \x01(\x05\x12\x0e\n\x06levels\x18\x04 \x01(\x05\x12\x16\n\x0e\x61pprover_roles\x18\x05 \x03(\t\x12\x16\n\x0e\x61pprover_users\x18\x06 \x03(\t\"\xdf\x03\n\rCheckResponse\x12$\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x12.authz.v1.Decision\x12 \n\x06reason\x18\x02 \x01(\x0e\x32\x10.authz.v1.Reason\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x1c\n\x04mode\x18\x04 \x01(\x0e\x32\x0e.authz.v1.Mode\x12$\n\x08identity\x18\x05 \x01(\x0b\x32\x12.authz.v1.Identity\x12\x15\n\rhidden_fields\x18\x06 \x03(\t\x12\x18\n\x10read_only_fields\x18\x07 \x03(\t\x12.\n\x08\x61pproval\x18\x08 \x01(\x0b\x32\x1c.authz.v1.ApprovalObligation\x12\x1e\n\x16\x62locked_until_approved\x18\t \x01(\x08\x12\x17\n\x0fpolicy_revision\x18\n \x01(\t\x12\x1a\n\x12\x64irectory_revision\x18\x0b \x01(\x03\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x0c \x01(\t\x12\x0f\n\x07product\x18\r \x01(\t\x12\x15\n\rmatched_rules\x18\x0e \x03(\t\x12.\n\ndecided_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06org_id\x18\x10 \x01(\t\"=\n\x11\x43heckBatchRequest\x12(\n\x08requests\x18\x01 \x03(\x0b\x32\x16.authz.v1.CheckRequest\"n\n\x10\x43heckBatchResult\x12+\n\x08response\x18\x01 \x01(\x0b\x32\x17.authz.v1.CheckResponseH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"A\n\x12\x43heckBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.authz.v1.CheckBatchResult\"x\n\x10\x41ttributeRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0e\n\x06module\x18\x04 \x01(\t\x12\x11\n\trecord_id\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x06 \x01(\t\"\x80\x01\n\x11\x41ttributeResponse\x12$\n\x08identity\x18\x01 \x01(\x0b\x32\x12.authz.v1.Identity\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x17\n\x0fsend_from_email\x18\x03 \x01(\t\x12\x16\n\x0e\x61ttribution_id\x18\x04 \x01(\t\"{\n\x12MigrationCandidate\x12\x13\n\x0b\x63rm_user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x15\n\rbooks_user_id\x18\x04 \x01(\t\x12\r\n\x05usage\x18\x05 \x01(\x03\x12\r\n\x05roles\x18\x06 \x03(\t\"J\n\x12MigrationExclusion\x12\x13\n\x0b\x63rm_user_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x80\x01\n\x0eMigrateRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x02 \x01(\t\x12#\n\x04mode\x18\x03 \x01(\x0e\x32\x15.authz.v1.MigrateMode\x12\x14\n\x0c\x63rm_user_ids\x18\x04 \x03(\t\x12\x13\n\x0brequest_key\x18\x05 \x01(\t\"\xe1\x02\n\x0fMigrateResponse\x12\x32\n\x0c\x63ommon_users\x18\x01 \x03(\x0b\x32\x1c.authz.v1.MigrationCandidate\x12<\n\x16integration_candidates\x18\x02 \x03(\x0b\x32\x1c.authz.v1.MigrationCandidate\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.authz.v1.MigrationState\x12\x0f\n\x07message\x18\x05 \x01(\t\x12.\n\x08\x65xcluded\x18\x06 \x03(\x0b\x32\x1c.authz.v1.MigrationExclusion\x12\x12\n\nslots_left\x18\x07 \x01(\x05\x12\r\n\x05quota\x18\x08 \x01(\x05\x12\x1a\n\x12\x64irectory_revision\x18\t \x01(\x03\x12#\n\x03job\x18\n \x01(\x0b\x32\x16.authz.v1.MigrationJob\"w\n\x13MigrationUserResult\x12\x13\n\x0b\x63rm_user_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x1b\n\x13integration_user_id\x18\x05 \x01(\t\"\xd6\x02\n\x0cMigrationJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.authz.v1.MigrationState\x12\r\n\x05total\x18\x04 \x01(\x05\x12\x0c\n\x04\x64one\x18\x05 \x01(\x05\x12\x10\n\x08rejected\x18\x06 \x01(\x05\x12\x1a\n\x12\x64irectory_revision\x18\x07 \x01(\x03\x12.\n\x07results\x18\x08 \x03(\x0b\x32\x1d.authz.v1.MigrationUserResult\x12\x0c\n\x04kind\x18\t \x01(\t\x12\x13\n\x0brequest_key\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x16GetMigrationJobRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x14\n\x0csummary_only\x18\x03 \x01(\x08\"m\n\x07\x43rmUser\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.authz.v1.CrmUserStatus\x12\x10\n\x08is_admin\x18\x05 \x01(\x08\"\x8c\x01\n\x0b\x46inanceUser\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07role_id\x18\x04 \x01(\t\x12+\n\x06status\x18\x05 \x01(\x0e\x32\x1b.authz.v1.FinanceUserStatus\x12\x11\n\tlocations\x18\x06 \x03(\t\"C\n\x0fIntegrationUser\x12\x13\n\x0b\x63rm_user_id\x18\x01 \x01(\t\x12\x1b\n\x13integration_user_id\x18\x02 \x01(\t\"\xe4\x01\n\x16ImportDirectoryRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12$\n\tcrm_users\x18\x02 \x03(\x0b\x32\x11.authz.v1.CrmUser\x12*\n\x0b\x62ooks_users\x18\x03 \x03(\x0b\x32\x15.authz.v1.FinanceUser\x12\x32\n\x13subscriptions_users\x18\x04 \x03(\x0b\x32\x15.authz.v1.FinanceUser\x12\x34\n\x11integration_users\x18\x05 \x03(\x0b\x32\x19.authz.v1.IntegrationUser\"5\n\x17ImportDirectoryResponse\x12\x1a\n\x12\x64irectory_revision\x18\x01 \x01(\x03*G\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x43HANNEL_CRM\x10\x01\x12\x12\n\x0e\x43HANNEL_DIRECT\x10\x02*K\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02*\x8f\x04\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x12\n\x0eREASON_GRANTED\x10\x01\x12\x16\n\x12REASON_LEGACY_MODE\x10\x02\x12\x17\n\x13REASON_USER_UNKNOWN\x10\x03\x12\x1c\n\x18REASON_CRM_USER_DISABLED\x10\x04\x12 \n\x1cREASON_FINANCE_USER_INACTIVE\x10\x05\x12\x17\n\x13REASON_NOT_MIGRATED\x10\x06\x12 \n\x1cREASON_PRODUCT_NOT_CONNECTED\x10\x07\x12\x1d\n\x19REASON_ACTION_NOT_GRANTED\x10\x08\x12\x1b\n\x17REASON_NO_DIRECT_ACCESS\x10\t\x12\x17\n\x13REASON_OUT_OF_SCOPE\x10\n\x12\x1f\n\x1bREASON_LOCATION_NOT_ALLOWED\x10\x0b\x12!\n\x1dREASON_BLOCKED_UNTIL_APPROVED\x10\x0c\x12!\n\x1dREASON_APPROVED_RECORD_LOCKED\x10\r\x12\x1f\n\x1bREASON_NOT_PENDING_APPROVAL\x10\x0e\x12\x17\n\x13REASON_NOT_APPROVER\x10\x0f\x12\x18\n\x14REASON_SELF_APPROVAL\x10\x10\x12\x1d\n\x19REASON_FIELD_NOT_WRITABLE\x10\x11*?\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMODE_LEGACY\x10\x01\x12\x10\n\x0cMODE_UNIFIED\x10\x02*\xae\x01\n\x0cIdentityKind\x12\x1d\n\x19IDENTITY_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12IDENTITY_KIND_NONE\x10\x01\x12\x1e\n\x1aIDENTITY_KIND_FINANCE_USER\x10\x02\x12\"\n\x1eIDENTITY_KIND_INTEGRATION_USER\x10\x03\x12#\n\x1fIDENTITY_KIND_INTEGRATION_OWNER\x10\x04*\xa2\x01\n\x0f\x41pprovalOutcome\x12 \n\x1c\x41PPROVAL_OUTCOME_UNSPECIFIED\x10\x00\x12%\n!APPROVAL_OUTCOME_PENDING_APPROVAL\x10\x01\x12\"\n\x1e\x41PPROVAL_OUTCOME_AUTO_APPROVED\x10\x02\x12\"\n\x1e\x41PPROVAL_OUTCOME_AUTO_REJECTED\x10\x03*j\n\rCrmUserStatus\x12\x1f\n\x1b\x43RM_USER_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43RM_USER_STATUS_ACTIVE\x10\x01\x12\x1c\n\x18\x43RM_USER_STATUS_DISABLED\x10\x02*z\n\x11\x46inanceUserStatus\x12#\n\x1f\x46INANCE_USER_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x46INANCE_USER_STATUS_ACTIVE\x10\x01\x12 \n\x1c\x46INANCE_USER_STATUS_INACTIVE\x10\x02*]\n\x0bMigrateMode\x12\x1c\n\x18MIGRATE_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14MIGRATE_MODE_PREVIEW\x10\x01\x12\x16\n\x12MIGRATE_MODE_APPLY\x10\x02*\xa0\x01\n\x0eMigrationState\x12\x1f\n\x1bMIGRATION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16MIGRATION_STATE_QUEUED\x10\x01\x12\x1b\n\x17MIGRATION_STATE_RUNNING\x10\x02\x12\x18\n\x14MIGRATION_STATE_DONE\x10\x03\x12\x1a\n\x16MIGRATION_STATE_FAILED\x10\x04\x32\x8d\x04\n\x0c\x41uthzService\x12\x38\n\x05\x43heck\x12\x16.authz.v1.CheckRequest\x1a\x17.authz.v1.CheckResponse\x12G\n\nCheckBatch\x12\x1b.authz.v1.CheckBatchRequest\x1a\x1c.authz.v1.CheckBatchResponse\x12\x44\n\tAttribute\x12\x1a.authz.v1.AttributeRequest\x1a\x1b.authz.v1.AttributeResponse\x12>\n\x07Migrate\x12\x18.authz.v1.MigrateRequest\x1a\x19.authz.v1.MigrateResponse\x12K\n\x0fGetMigrationJob\x12 .authz.v1.GetMigrationJobRequest\x1a\x16.authz.v1.MigrationJob\x12O\n\x11WatchMigrationJob\x12 .authz.v1.GetMigrationJobRequest\x1a\x16.authz.v1.MigrationJob0\x01\x12V\n\x0fImportDirectory\x12 .authz.v1.ImportDirectoryRequest\x1a!.authz.v1.ImportDirectoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61uthz/v1/authz.proto\x12\x08\x61uthz.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\x1a\x17google/rpc/status.proto\"\xcc\x01\n\x06Record\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12+\n\x05total\x18\x04 \x01(\x0b\x32\x1c.google.protobuf.DoubleValue\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x16\n\x0e\x61pproval_level\x18\x07 \x01(\x05\x12\x12\n\ncreated_by\x18\x08 \x01(\t\x12\x10\n\x08location\x18\t \x01(\t\"\xf5\x01\n\x0c\x43heckRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0e\n\x06module\x18\x04 \x01(\t\x12\x0f\n\x07product\x18\x05 \x01(\t\x12 \n\x06record\x18\x06 \x01(\x0b\x32\x10.authz.v1.Record\x12\x13\n\x0bread_fields\x18\x07 \x03(\t\x12\x14\n\x0cwrite_fields\x18\x08 \x03(\t\x12\"\n\x07\x63hannel\x18\t \x01(\x0e\x32\x11.authz.v1.Channel\x12\x0f\n\x07\x65xplain\x18\n \x01(\x08\x12\x14\n\x0cmin_revision\x18\x0b \x01(\x03\"\xcc\x01\n\x08Identity\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.authz.v1.IdentityKind\x12\x13\n\x0b\x63rm_user_id\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x15\n\rbooks_user_id\x18\x05 \x01(\t\x12\x1d\n\x15subscriptions_user_id\x18\x06 \x01(\t\x12\x1b\n\x13integration_user_id\x18\x07 \x01(\t\x12\r\n\x05roles\x18\x08 \x03(\t\"\x9d\x01\n\x12\x41pprovalObligation\x12*\n\x07outcome\x18\x01 \x01(\x0e\x32\x19.authz.v1.ApprovalOutcome\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\r\n\x05level\x18\x03 \x01(\x05\x12\x0e\n\x06levels\x18\x04 \x01(\x05\x12\x16\n\x0e\x61pprover_roles\x18\x05 \x03(\t\x12\x16\n\x0e\x61pprover_users\x18\x06 \x03(\t\"\xdf\x03\n\rCheckResponse\x12$\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x12.authz.v1.Decision\x12 \n\x06reason\x18\x02 \x01(\x0e\x32\x10.authz.v1.Reason\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x1c\n\x04mode\x18\x04 \x01(\x0e\x32\x0e.authz.v1.Mode\x12$\n\x08identity\x18\x05 \x01(\x0b\x32\x12.authz.v1.Identity\x12\x15\n\rhidden_fields\x18\x06 \x03(\t\x12\x18\n\x10read_only_fields\x18\x07 \x03(\t\x12.\n\x08\x61pproval\x18\x08 \x01(\x0b\x32\x1c.authz.v1.ApprovalObligation\x12\x1e\n\x16\x62locked_until_approved\x18\t \x01(\x08\x12\x17\n\x0fpolicy_revision\x18\n \x01(\t\x12\x1a\n\x12\x64irectory_revision\x18\x0b \x01(\x03\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x0c \x01(\t\x12\x0f\n\x07product\x18\r \x01(\t\x12\x15\n\rmatched_rules\x18\x0e \x03(\t\x12.\n\ndecided_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06org_id\x18\x10 \x01(\t\"=\n\x11\x43heckBatchRequest\x12(\n\x08requests\x18\x01 \x03(\x0b\x32\x16.authz.v1.CheckRequest\"n\n\x10\x43heckBatchResult\x12+\n\x08response\x18\x01 \x01(\x0b\x32\x17.authz.v1.CheckResponseH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"A\n\x12\x43heckBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.authz.v1.CheckBatchResult\"x\n\x10\x41ttributeRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0e\n\x06module\x18\x04 \x01(\t\x12\x11\n\trecord_id\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x06 \x01(\t\"\x80\x01\n\x11\x41ttributeResponse\x12$\n\x08identity\x18\x01 \x01(\x0b\x32\x12.authz.v1.Identity\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x17\n\x0fsend_from_email\x18\x03 \x01(\t\x12\x16\n\x0e\x61ttribution_id\x18\x04 \x01(\t\"{\n\x12MigrationCandidate\x12\x13\n\x0b\x63rm_user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x15\n\rbooks_user_id\x18\x04 \x01(\t\x12\r\n\x05usage\x18\x05 \x01(\x03\x12\r\n\x05roles\x18\x06 \x03(\t\"J\n\x12MigrationExclusion\x12\x13\n\x0b\x63rm_user_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x80\x01\n\x0eMigrateRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x02 \x01(\t\x12#\n\x04mode\x18\x03 \x01(\x0e\x32\x15.authz.v1.MigrateMode\x12\x14\n\x0c\x63rm_user_ids\x18\x04 \x03(\t\x12\x13\n\x0brequest_key\x18\x05 \x01(\t\"\xe1\x02\n\x0fMigrateResponse\x12\x32\n\x0c\x63ommon_users\x18\x01 \x03(\x0b\x32\x1c.authz.v1.MigrationCandidate\x12<\n\x16integration_candidates\x18\x02 \x03(\x0b\x32\x1c.authz.v1.MigrationCandidate\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.authz.v1.MigrationState\x12\x0f\n\x07message\x18\x05 \x01(\t\x12.\n\x08\x65xcluded\x18\x06 \x03(\x0b\x32\x1c.authz.v1.MigrationExclusion\x12\x12\n\nslots_left\x18\x07 \x01(\x05\x12\r\n\x05quota\x18\x08 \x01(\x05\x12\x1a\n\x12\x64irectory_revision\x18\t \x01(\x03\x12#\n\x03job\x18\n \x01(\x0b\x32\x16.authz.v1.MigrationJob\"w\n\x13MigrationUserResult\x12\x13\n\x0b\x63rm_user_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x1b\n\x13integration_user_id\x18\x05 \x01(\t\"\xd6\x02\n\x0cMigrationJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.authz.v1.MigrationState\x12\r\n\x05total\x18\x04 \x01(\x05\x12\x0c\n\x04\x64one\x18\x05 \x01(\x05\x12\x10\n\x08rejected\x18\x06 \x01(\x05\x12\x1a\n\x12\x64irectory_revision\x18\x07 \x01(\x03\x12.\n\x07results\x18\x08 \x03(\x0b\x32\x1d.authz.v1.MigrationUserResult\x12\x0c\n\x04kind\x18\t \x01(\t\x12\x13\n\x0brequest_key\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x16GetMigrationJobRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x14\n\x0csummary_only\x18\x03 \x01(\x08\"m\n\x07\x43rmUser\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.authz.v1.CrmUserStatus\x12\x10\n\x08is_admin\x18\x05 \x01(\x08\"\x8c\x01\n\x0b\x46inanceUser\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07role_id\x18\x04 \x01(\t\x12+\n\x06status\x18\x05 \x01(\x0e\x32\x1b.authz.v1.FinanceUserStatus\x12\x11\n\tlocations\x18\x06 \x03(\t\"C\n\x0fIntegrationUser\x12\x13\n\x0b\x63rm_user_id\x18\x01 \x01(\t\x12\x1b\n\x13integration_user_id\x18\x02 \x01(\t\"\xe4\x01\n\x16ImportDirectoryRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12$\n\tcrm_users\x18\x02 \x03(\x0b\x32\x11.authz.v1.CrmUser\x12*\n\x0b\x62ooks_users\x18\x03 \x03(\x0b\x32\x15.authz.v1.FinanceUser\x12\x32\n\x13subscriptions_users\x18\x04 \x03(\x0b\x32\x15.authz.v1.FinanceUser\x12\x34\n\x11integration_users\x18\x05 \x03(\x0b\x32\x19.authz.v1.IntegrationUser\"5\n\x17ImportDirectoryResponse\x12\x1a\n\x12\x64irectory_revision\x18\x01 \x01(\x03\"\xb3\x02\n\x11ListFilterRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0e\n\x06module\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\"\n\x07\x63hannel\x18\x05 \x01(\x0e\x32\x11.authz.v1.Channel\x12\x14\n\x0cmin_revision\x18\x06 \x01(\x03\x12\x31\n\x0fsql_placeholder\x18\x07 \x01(\x0e\x32\x18.authz.v1.SqlPlaceholder\x12@\n\x0bsql_columns\x18\x08 \x03(\x0b\x32+.authz.v1.ListFilterRequest.SqlColumnsEntry\x1a\x31\n\x0fSqlColumnsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe7\x01\n\x12ListFilterResponse\x12\'\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12$\n\x05scope\x18\x02 \x01(\x0e\x32\x15.authz.v1.FilterScope\x12\x11\n\tsql_where\x18\x03 \x01(\t\x12*\n\nsql_params\x18\x04 \x03(\x0b\x32\x16.google.protobuf.Value\x12\x17\n\x0fpolicy_revision\x18\x05 \x01(\t\x12\x1a\n\x12\x64irectory_revision\x18\x06 \x01(\x03\x12\x0e\n\x06org_id\x18\x07 \x01(\t*G\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x43HANNEL_CRM\x10\x01\x12\x12\n\x0e\x43HANNEL_DIRECT\x10\x02*K\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02*\x8f\x04\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x12\n\x0eREASON_GRANTED\x10\x01\x12\x16\n\x12REASON_LEGACY_MODE\x10\x02\x12\x17\n\x13REASON_USER_UNKNOWN\x10\x03\x12\x1c\n\x18REASON_CRM_USER_DISABLED\x10\x04\x12 \n\x1cREASON_FINANCE_USER_INACTIVE\x10\x05\x12\x17\n\x13REASON_NOT_MIGRATED\x10\x06\x12 \n\x1cREASON_PRODUCT_NOT_CONNECTED\x10\x07\x12\x1d\n\x19REASON_ACTION_NOT_GRANTED\x10\x08\x12\x1b\n\x17REASON_NO_DIRECT_ACCESS\x10\t\x12\x17\n\x13REASON_OUT_OF_SCOPE\x10\n\x12\x1f\n\x1bREASON_LOCATION_NOT_ALLOWED\x10\x0b\x12!\n\x1dREASON_BLOCKED_UNTIL_APPROVED\x10\x0c\x12!\n\x1dREASON_APPROVED_RECORD_LOCKED\x10\r\x12\x1f\n\x1bREASON_NOT_PENDING_APPROVAL\x10\x0e\x12\x17\n\x13REASON_NOT_APPROVER\x10\x0f\x12\x18\n\x14REASON_SELF_APPROVAL\x10\x10\x12\x1d\n\x19REASON_FIELD_NOT_WRITABLE\x10\x11*?\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMODE_LEGACY\x10\x01\x12\x10\n\x0cMODE_UNIFIED\x10\x02*\xae\x01\n\x0cIdentityKind\x12\x1d\n\x19IDENTITY_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12IDENTITY_KIND_NONE\x10\x01\x12\x1e\n\x1aIDENTITY_KIND_FINANCE_USER\x10\x02\x12\"\n\x1eIDENTITY_KIND_INTEGRATION_USER\x10\x03\x12#\n\x1fIDENTITY_KIND_INTEGRATION_OWNER\x10\x04*\xa2\x01\n\x0f\x41pprovalOutcome\x12 \n\x1c\x41PPROVAL_OUTCOME_UNSPECIFIED\x10\x00\x12%\n!APPROVAL_OUTCOME_PENDING_APPROVAL\x10\x01\x12\"\n\x1e\x41PPROVAL_OUTCOME_AUTO_APPROVED\x10\x02\x12\"\n\x1e\x41PPROVAL_OUTCOME_AUTO_REJECTED\x10\x03*j\n\rCrmUserStatus\x12\x1f\n\x1b\x43RM_USER_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43RM_USER_STATUS_ACTIVE\x10\x01\x12\x1c\n\x18\x43RM_USER_STATUS_DISABLED\x10\x02*z\n\x11\x46inanceUserStatus\x12#\n\x1f\x46INANCE_USER_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x46INANCE_USER_STATUS_ACTIVE\x10\x01\x12 \n\x1c\x46INANCE_USER_STATUS_INACTIVE\x10\x02*]\n\x0bMigrateMode\x12\x1c\n\x18MIGRATE_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14MIGRATE_MODE_PREVIEW\x10\x01\x12\x16\n\x12MIGRATE_MODE_APPLY\x10\x02*\xa0\x01\n\x0eMigrationState\x12\x1f\n\x1bMIGRATION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16MIGRATION_STATE_QUEUED\x10\x01\x12\x1b\n\x17MIGRATION_STATE_RUNNING\x10\x02\x12\x18\n\x14MIGRATION_STATE_DONE\x10\x03\x12\x1a\n\x16MIGRATION_STATE_FAILED\x10\x04*\x85\x01\n\x0eSqlPlaceholder\x12\x1f\n\x1bSQL_PLACEHOLDER_UNSPECIFIED\x10\x00\x12\x19\n\x15SQL_PLACEHOLDER_QMARK\x10\x01\x12\x1a\n\x16SQL_PLACEHOLDER_DOLLAR\x10\x02\x12\x1b\n\x17SQL_PLACEHOLDER_PERCENT\x10\x03*o\n\x0b\x46ilterScope\x12\x1c\n\x18\x46ILTER_SCOPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46ILTER_SCOPE_ALL\x10\x01\x12\x15\n\x11\x46ILTER_SCOPE_NONE\x10\x02\x12\x15\n\x11\x46ILTER_SCOPE_SOME\x10\x03\x32\xd6\x04\n\x0c\x41uthzService\x12\x38\n\x05\x43heck\x12\x16.authz.v1.CheckRequest\x1a\x17.authz.v1.CheckResponse\x12G\n\nCheckBatch\x12\x1b.authz.v1.CheckBatchRequest\x1a\x1c.authz.v1.CheckBatchResponse\x12\x44\n\tAttribute\x12\x1a.authz.v1.AttributeRequest\x1a\x1b.authz.v1.AttributeResponse\x12>\n\x07Migrate\x12\x18.authz.v1.MigrateRequest\x1a\x19.authz.v1.MigrateResponse\x12K\n\x0fGetMigrationJob\x12 .authz.v1.GetMigrationJobRequest\x1a\x16.authz.v1.MigrationJob\x12O\n\x11WatchMigrationJob\x12 .authz.v1.GetMigrationJobRequest\x1a\x16.authz.v1.MigrationJob0\x01\x12V\n\x0fImportDirectory\x12 .authz.v1.ImportDirectoryRequest\x1a!.authz.v1.ImportDirectoryResponse\x12G\n\nListFilter\x12\x1b.authz.v1.ListFilterRequest\x1a\x1c.authz.v1.ListFilterResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authz.v1.authz_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANNEL']._serialized_start=3766
-  _globals['_CHANNEL']._serialized_end=3837
-  _globals['_DECISION']._serialized_start=3839
-  _globals['_DECISION']._serialized_end=3914
-  _globals['_REASON']._serialized_start=3917
-  _globals['_REASON']._serialized_end=4444
-  _globals['_MODE']._serialized_start=4446
-  _globals['_MODE']._serialized_end=4509
-  _globals['_IDENTITYKIND']._serialized_start=4512
-  _globals['_IDENTITYKIND']._serialized_end=4686
-  _globals['_APPROVALOUTCOME']._serialized_start=4689
-  _globals['_APPROVALOUTCOME']._serialized_end=4851
-  _globals['_CRMUSERSTATUS']._serialized_start=4853
-  _globals['_CRMUSERSTATUS']._serialized_end=4959
-  _globals['_FINANCEUSERSTATUS']._serialized_start=4961
-  _globals['_FINANCEUSERSTATUS']._serialized_end=5083
-  _globals['_MIGRATEMODE']._serialized_start=5085
-  _globals['_MIGRATEMODE']._serialized_end=5178
-  _globals['_MIGRATIONSTATE']._serialized_start=5181
-  _globals['_MIGRATIONSTATE']._serialized_end=5341
-  _globals['_RECORD']._serialized_start=125
-  _globals['_RECORD']._serialized_end=329
-  _globals['_CHECKREQUEST']._serialized_start=332
-  _globals['_CHECKREQUEST']._serialized_end=577
-  _globals['_IDENTITY']._serialized_start=580
-  _globals['_IDENTITY']._serialized_end=784
-  _globals['_APPROVALOBLIGATION']._serialized_start=787
-  _globals['_APPROVALOBLIGATION']._serialized_end=944
-  _globals['_CHECKRESPONSE']._serialized_start=947
-  _globals['_CHECKRESPONSE']._serialized_end=1426
-  _globals['_CHECKBATCHREQUEST']._serialized_start=1428
-  _globals['_CHECKBATCHREQUEST']._serialized_end=1489
-  _globals['_CHECKBATCHRESULT']._serialized_start=1491
-  _globals['_CHECKBATCHRESULT']._serialized_end=1601
-  _globals['_CHECKBATCHRESPONSE']._serialized_start=1603
-  _globals['_CHECKBATCHRESPONSE']._serialized_end=1668
-  _globals['_ATTRIBUTEREQUEST']._serialized_start=1670
-  _globals['_ATTRIBUTEREQUEST']._serialized_end=1790
-  _globals['_ATTRIBUTERESPONSE']._serialized_start=1793
-  _globals['_ATTRIBUTERESPONSE']._serialized_end=1921
-  _globals['_MIGRATIONCANDIDATE']._serialized_start=1923
-  _globals['_MIGRATIONCANDIDATE']._serialized_end=2046
-  _globals['_MIGRATIONEXCLUSION']._serialized_start=2048
-  _globals['_MIGRATIONEXCLUSION']._serialized_end=2122
-  _globals['_MIGRATEREQUEST']._serialized_start=2125
-  _globals['_MIGRATEREQUEST']._serialized_end=2253
-  _globals['_MIGRATERESPONSE']._serialized_start=2256
-  _globals['_MIGRATERESPONSE']._serialized_end=2609
-  _globals['_MIGRATIONUSERRESULT']._serialized_start=2611
-  _globals['_MIGRATIONUSERRESULT']._serialized_end=2730
-  _globals['_MIGRATIONJOB']._serialized_start=2733
-  _globals['_MIGRATIONJOB']._serialized_end=3075
-  _globals['_GETMIGRATIONJOBREQUEST']._serialized_start=3077
-  _globals['_GETMIGRATIONJOBREQUEST']._serialized_end=3155
-  _globals['_CRMUSER']._serialized_start=3157
-  _globals['_CRMUSER']._serialized_end=3266
-  _globals['_FINANCEUSER']._serialized_start=3269
-  _globals['_FINANCEUSER']._serialized_end=3409
-  _globals['_INTEGRATIONUSER']._serialized_start=3411
-  _globals['_INTEGRATIONUSER']._serialized_end=3478
-  _globals['_IMPORTDIRECTORYREQUEST']._serialized_start=3481
-  _globals['_IMPORTDIRECTORYREQUEST']._serialized_end=3709
-  _globals['_IMPORTDIRECTORYRESPONSE']._serialized_start=3711
-  _globals['_IMPORTDIRECTORYRESPONSE']._serialized_end=3764
-  _globals['_AUTHZSERVICE']._serialized_start=5344
-  _globals['_AUTHZSERVICE']._serialized_end=5869
+  _globals['_LISTFILTERREQUEST_SQLCOLUMNSENTRY']._loaded_options = None
+  _globals['_LISTFILTERREQUEST_SQLCOLUMNSENTRY']._serialized_options = b'8\001'
+  _globals['_CHANNEL']._serialized_start=4340
+  _globals['_CHANNEL']._serialized_end=4411
+  _globals['_DECISION']._serialized_start=4413
+  _globals['_DECISION']._serialized_end=4488
+  _globals['_REASON']._serialized_start=4491
+  _globals['_REASON']._serialized_end=5018
+  _globals['_MODE']._serialized_start=5020
+  _globals['_MODE']._serialized_end=5083
+  _globals['_IDENTITYKIND']._serialized_start=5086
+  _globals['_IDENTITYKIND']._serialized_end=5260
+  _globals['_APPROVALOUTCOME']._serialized_start=5263
+  _globals['_APPROVALOUTCOME']._serialized_end=5425
+  _globals['_CRMUSERSTATUS']._serialized_start=5427
+  _globals['_CRMUSERSTATUS']._serialized_end=5533
+  _globals['_FINANCEUSERSTATUS']._serialized_start=5535
+  _globals['_FINANCEUSERSTATUS']._serialized_end=5657
+  _globals['_MIGRATEMODE']._serialized_start=5659
+  _globals['_MIGRATEMODE']._serialized_end=5752
+  _globals['_MIGRATIONSTATE']._serialized_start=5755
+  _globals['_MIGRATIONSTATE']._serialized_end=5915
+  _globals['_SQLPLACEHOLDER']._serialized_start=5918
+  _globals['_SQLPLACEHOLDER']._serialized_end=6051
+  _globals['_FILTERSCOPE']._serialized_start=6053
+  _globals['_FILTERSCOPE']._serialized_end=6164
+  _globals['_RECORD']._serialized_start=155
+  _globals['_RECORD']._serialized_end=359
+  _globals['_CHECKREQUEST']._serialized_start=362
+  _globals['_CHECKREQUEST']._serialized_end=607
+  _globals['_IDENTITY']._serialized_start=610
+  _globals['_IDENTITY']._serialized_end=814
+  _globals['_APPROVALOBLIGATION']._serialized_start=817
+  _globals['_APPROVALOBLIGATION']._serialized_end=974
+  _globals['_CHECKRESPONSE']._serialized_start=977
+  _globals['_CHECKRESPONSE']._serialized_end=1456
+  _globals['_CHECKBATCHREQUEST']._serialized_start=1458
+  _globals['_CHECKBATCHREQUEST']._serialized_end=1519
+  _globals['_CHECKBATCHRESULT']._serialized_start=1521
+  _globals['_CHECKBATCHRESULT']._serialized_end=1631
+  _globals['_CHECKBATCHRESPONSE']._serialized_start=1633
+  _globals['_CHECKBATCHRESPONSE']._serialized_end=1698
+  _globals['_ATTRIBUTEREQUEST']._serialized_start=1700
+  _globals['_ATTRIBUTEREQUEST']._serialized_end=1820
+  _globals['_ATTRIBUTERESPONSE']._serialized_start=1823
+  _globals['_ATTRIBUTERESPONSE']._serialized_end=1951
+  _globals['_MIGRATIONCANDIDATE']._serialized_start=1953
+  _globals['_MIGRATIONCANDIDATE']._serialized_end=2076
+  _globals['_MIGRATIONEXCLUSION']._serialized_start=2078
+  _globals['_MIGRATIONEXCLUSION']._serialized_end=2152
+  _globals['_MIGRATEREQUEST']._serialized_start=2155
+  _globals['_MIGRATEREQUEST']._serialized_end=2283
+  _globals['_MIGRATERESPONSE']._serialized_start=2286
+  _globals['_MIGRATERESPONSE']._serialized_end=2639
+  _globals['_MIGRATIONUSERRESULT']._serialized_start=2641
+  _globals['_MIGRATIONUSERRESULT']._serialized_end=2760
+  _globals['_MIGRATIONJOB']._serialized_start=2763
+  _globals['_MIGRATIONJOB']._serialized_end=3105
+  _globals['_GETMIGRATIONJOBREQUEST']._serialized_start=3107
+  _globals['_GETMIGRATIONJOBREQUEST']._serialized_end=3185
+  _globals['_CRMUSER']._serialized_start=3187
+  _globals['_CRMUSER']._serialized_end=3296
+  _globals['_FINANCEUSER']._serialized_start=3299
+  _globals['_FINANCEUSER']._serialized_end=3439
+  _globals['_INTEGRATIONUSER']._serialized_start=3441
+  _globals['_INTEGRATIONUSER']._serialized_end=3508
+  _globals['_IMPORTDIRECTORYREQUEST']._serialized_start=3511
+  _globals['_IMPORTDIRECTORYREQUEST']._serialized_end=3739
+  _globals['_IMPORTDIRECTORYRESPONSE']._serialized_start=3741
+  _globals['_IMPORTDIRECTORYRESPONSE']._serialized_end=3794
+  _globals['_LISTFILTERREQUEST']._serialized_start=3797
+  _globals['_LISTFILTERREQUEST']._serialized_end=4104
+  _globals['_LISTFILTERREQUEST_SQLCOLUMNSENTRY']._serialized_start=4055
+  _globals['_LISTFILTERREQUEST_SQLCOLUMNSENTRY']._serialized_end=4104
+  _globals['_LISTFILTERRESPONSE']._serialized_start=4107
+  _globals['_LISTFILTERRESPONSE']._serialized_end=4338
+  _globals['_AUTHZSERVICE']._serialized_start=6167
+  _globals['_AUTHZSERVICE']._serialized_end=6765
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ the identity the answer names. See DOMAIN.md for the vocabulary.
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf import wrappers_pb2 as _wrappers_pb2
 from google.protobuf.internal import containers as _containers
@@ -343,6 +344,64 @@ MIGRATION_STATE_DONE: MigrationState.ValueType  # 3
 MIGRATION_STATE_FAILED: MigrationState.ValueType  # 4
 """Stopped with an error; see MigrateResponse.message."""
 Global___MigrationState: _TypeAlias = MigrationState  # noqa: Y015
+
+class _SqlPlaceholder:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SqlPlaceholderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SqlPlaceholder.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SQL_PLACEHOLDER_UNSPECIFIED: _SqlPlaceholder.ValueType  # 0
+    """Not set: treated as SQL_PLACEHOLDER_QMARK."""
+    SQL_PLACEHOLDER_QMARK: _SqlPlaceholder.ValueType  # 1
+    """"?" (SQLite, JDBC, ODBC)."""
+    SQL_PLACEHOLDER_DOLLAR: _SqlPlaceholder.ValueType  # 2
+    """"$1", "$2", ... (PostgreSQL prepared statements, node-postgres, pgx)."""
+    SQL_PLACEHOLDER_PERCENT: _SqlPlaceholder.ValueType  # 3
+    """"%s" (psycopg, MySQLdb)."""
+
+class SqlPlaceholder(_SqlPlaceholder, metaclass=_SqlPlaceholderEnumTypeWrapper):
+    """SqlPlaceholder is how ListFilterResponse.sql_where marks its parameters."""
+
+SQL_PLACEHOLDER_UNSPECIFIED: SqlPlaceholder.ValueType  # 0
+"""Not set: treated as SQL_PLACEHOLDER_QMARK."""
+SQL_PLACEHOLDER_QMARK: SqlPlaceholder.ValueType  # 1
+""""?" (SQLite, JDBC, ODBC)."""
+SQL_PLACEHOLDER_DOLLAR: SqlPlaceholder.ValueType  # 2
+""""$1", "$2", ... (PostgreSQL prepared statements, node-postgres, pgx)."""
+SQL_PLACEHOLDER_PERCENT: SqlPlaceholder.ValueType  # 3
+""""%s" (psycopg, MySQLdb)."""
+Global___SqlPlaceholder: _TypeAlias = SqlPlaceholder  # noqa: Y015
+
+class _FilterScope:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FilterScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FilterScope.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FILTER_SCOPE_UNSPECIFIED: _FilterScope.ValueType  # 0
+    """Never sent by the server."""
+    FILTER_SCOPE_ALL: _FilterScope.ValueType  # 1
+    """Every record passes (the filter is {"op": "true"})."""
+    FILTER_SCOPE_NONE: _FilterScope.ValueType  # 2
+    """No record passes (the filter is {"op": "false"}): e.g. the user is not migrated."""
+    FILTER_SCOPE_SOME: _FilterScope.ValueType  # 3
+    """Some records pass: apply the filter."""
+
+class FilterScope(_FilterScope, metaclass=_FilterScopeEnumTypeWrapper):
+    """FilterScope summarizes a filter, so that a caller can skip the query (NONE) or the
+    WHERE clause (ALL) without reading the tree.
+    """
+
+FILTER_SCOPE_UNSPECIFIED: FilterScope.ValueType  # 0
+"""Never sent by the server."""
+FILTER_SCOPE_ALL: FilterScope.ValueType  # 1
+"""Every record passes (the filter is {"op": "true"})."""
+FILTER_SCOPE_NONE: FilterScope.ValueType  # 2
+"""No record passes (the filter is {"op": "false"}): e.g. the user is not migrated."""
+FILTER_SCOPE_SOME: FilterScope.ValueType  # 3
+"""Some records pass: apply the filter."""
+Global___FilterScope: _TypeAlias = FilterScope  # noqa: Y015
 
 @_typing.final
 class Record(_message.Message):
@@ -1323,3 +1382,142 @@ class ImportDirectoryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImportDirectoryResponse: _TypeAlias = ImportDirectoryResponse  # noqa: Y015
+
+@_typing.final
+class ListFilterRequest(_message.Message):
+    """ListFilterRequest asks which records of a module a user may take an action on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class SqlColumnsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    MODULE_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
+    SQL_PLACEHOLDER_FIELD_NUMBER: _builtins.int
+    SQL_COLUMNS_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    """The organization (tenant) id, e.g. "acme-eu"."""
+    user: _builtins.str
+    """The CRM user id or e-mail address (matched case-insensitively). Required."""
+    module: _builtins.str
+    """The module listed, e.g. "invoices", "subscriptions", "reports", "dashboard"."""
+    action: _builtins.str
+    """The action, e.g. "view" for a list or report, "export", "approve"."""
+    channel: Global___Channel.ValueType
+    """Where the action is taken."""
+    min_revision: _builtins.int
+    """Decide on a directory at least this recent (as CheckRequest.min_revision)."""
+    sql_placeholder: Global___SqlPlaceholder.ValueType
+    """How sql_where marks parameters."""
+    @_builtins.property
+    def sql_columns(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Column names for sql_where when the caller's table names record attributes
+        differently, e.g. {"owner": "owner_id"}. Keys: owner, status, location, total,
+        approval_level, created_by. Values: SQL identifiers, optionally qualified once
+        ("t.owner_id"). Unlisted attributes use their own name.
+        """
+
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        user: _builtins.str = ...,
+        module: _builtins.str = ...,
+        action: _builtins.str = ...,
+        channel: Global___Channel.ValueType = ...,
+        min_revision: _builtins.int = ...,
+        sql_placeholder: Global___SqlPlaceholder.ValueType = ...,
+        sql_columns: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "channel", b"channel", "min_revision", b"min_revision", "module", b"module", "org_id", b"org_id", "sql_columns", b"sql_columns", "sql_placeholder", b"sql_placeholder", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFilterRequest: _TypeAlias = ListFilterRequest  # noqa: Y015
+
+@_typing.final
+class ListFilterResponse(_message.Message):
+    """ListFilterResponse is the filter, as a tree and rendered as SQL.
+
+    The tree (filter) is a JSON object, one node of:
+      {"op": "true"} | {"op": "false"}
+      {"op": "and" | "or", "args": [node, ...]} | {"op": "not", "arg": node}
+      {"op": "eq" | "ne", "field": F, "value": V}
+      {"op": "in" | "not_in", "field": F, "values": [V, ...]}
+      {"op": "range", "field": "total", "lo": x | null, "lo_closed": bool,
+       "hi": x | null, "hi_closed": bool}
+    F is a record attribute as in Record: owner, status, location, total (a number;
+    a record with no total fails every range), approval_level (0 means level 1),
+    created_by. An unknown status is the empty string and counts as unapproved, so
+    string columns should hold "" rather than NULL.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    SQL_WHERE_FIELD_NUMBER: _builtins.int
+    SQL_PARAMS_FIELD_NUMBER: _builtins.int
+    POLICY_REVISION_FIELD_NUMBER: _builtins.int
+    DIRECTORY_REVISION_FIELD_NUMBER: _builtins.int
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    scope: Global___FilterScope.ValueType
+    """Whether all, none or some records pass."""
+    sql_where: _builtins.str
+    """The filter as a SQL boolean expression for a WHERE clause, with parameters."""
+    policy_revision: _builtins.str
+    """The compiled policy revision the filter was made under."""
+    directory_revision: _builtins.int
+    """The directory revision the filter saw."""
+    org_id: _builtins.str
+    """The organization the filter is for."""
+    @_builtins.property
+    def filter(self) -> _struct_pb2.Struct:
+        """The filter tree (format above)."""
+
+    @_builtins.property
+    def sql_params(self) -> _containers.RepeatedCompositeFieldContainer[_struct_pb2.Value]:
+        """The parameters of sql_where, in order (strings and numbers)."""
+
+    def __init__(
+        self,
+        *,
+        filter: _struct_pb2.Struct | None = ...,
+        scope: Global___FilterScope.ValueType = ...,
+        sql_where: _builtins.str = ...,
+        sql_params: _abc.Iterable[_struct_pb2.Value] | None = ...,
+        policy_revision: _builtins.str = ...,
+        directory_revision: _builtins.int = ...,
+        org_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["directory_revision", b"directory_revision", "filter", b"filter", "org_id", b"org_id", "policy_revision", b"policy_revision", "scope", b"scope", "sql_params", b"sql_params", "sql_where", b"sql_where"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFilterResponse: _TypeAlias = ListFilterResponse  # noqa: Y015

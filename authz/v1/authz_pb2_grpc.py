@@ -70,6 +70,11 @@ class AuthzServiceStub:
                 request_serializer=authz_dot_v1_dot_authz__pb2.ImportDirectoryRequest.SerializeToString,
                 response_deserializer=authz_dot_v1_dot_authz__pb2.ImportDirectoryResponse.FromString,
                 _registered_method=True)
+        self.ListFilter = channel.unary_unary(
+                '/authz.v1.AuthzService/ListFilter',
+                request_serializer=authz_dot_v1_dot_authz__pb2.ListFilterRequest.SerializeToString,
+                response_deserializer=authz_dot_v1_dot_authz__pb2.ListFilterResponse.FromString,
+                _registered_method=True)
 
 
 class AuthzServiceServicer:
@@ -136,6 +141,17 @@ class AuthzServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListFilter(self, request, context):
+        """ListFilter answers "which records may this user take this action on?" for a list,
+        report or dashboard: one filter over record attributes that the caller's report
+        engine applies itself (the tree, or the SQL rendering), instead of one Check per
+        record. A record passes exactly when Check would allow the action on it (with no
+        fields written). Errors as Check. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthzServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +189,11 @@ def add_AuthzServiceServicer_to_server(servicer, server):
                     servicer.ImportDirectory,
                     request_deserializer=authz_dot_v1_dot_authz__pb2.ImportDirectoryRequest.FromString,
                     response_serializer=authz_dot_v1_dot_authz__pb2.ImportDirectoryResponse.SerializeToString,
+            ),
+            'ListFilter': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFilter,
+                    request_deserializer=authz_dot_v1_dot_authz__pb2.ListFilterRequest.FromString,
+                    response_serializer=authz_dot_v1_dot_authz__pb2.ListFilterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -365,6 +386,33 @@ class AuthzService:
             '/authz.v1.AuthzService/ImportDirectory',
             authz_dot_v1_dot_authz__pb2.ImportDirectoryRequest.SerializeToString,
             authz_dot_v1_dot_authz__pb2.ImportDirectoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFilter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authz.v1.AuthzService/ListFilter',
+            authz_dot_v1_dot_authz__pb2.ListFilterRequest.SerializeToString,
+            authz_dot_v1_dot_authz__pb2.ListFilterResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,13 @@ class AuthzServiceStub:
     users again changes nothing but may bump the revision) and returns the revision
     to pass as CheckRequest.min_revision for read-your-writes.
     """
+    ListFilter: _grpc.UnaryUnaryMultiCallable[_authz_pb2.ListFilterRequest, _authz_pb2.ListFilterResponse]
+    """ListFilter answers "which records may this user take this action on?" for a list,
+    report or dashboard: one filter over record attributes that the caller's report
+    engine applies itself (the tree, or the SQL rendering), instead of one Check per
+    record. A record passes exactly when Check would allow the action on it (with no
+    fields written). Errors as Check. Idempotent.
+    """
 
 @_typing.type_check_only
 class AuthzServiceAsyncStub(AuthzServiceStub):
@@ -102,6 +109,13 @@ class AuthzServiceAsyncStub(AuthzServiceStub):
     """ImportDirectory upserts an organization's users (idempotent: importing the same
     users again changes nothing but may bump the revision) and returns the revision
     to pass as CheckRequest.min_revision for read-your-writes.
+    """
+    ListFilter: _aio.UnaryUnaryMultiCallable[_authz_pb2.ListFilterRequest, _authz_pb2.ListFilterResponse]  # type: ignore[assignment]
+    """ListFilter answers "which records may this user take this action on?" for a list,
+    report or dashboard: one filter over record attributes that the caller's report
+    engine applies itself (the tree, or the SQL rendering), instead of one Check per
+    record. A record passes exactly when Check would allow the action on it (with no
+    fields written). Errors as Check. Idempotent.
     """
 
 class AuthzServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -178,6 +192,19 @@ class AuthzServiceServicer(metaclass=_abc_1.ABCMeta):
         """ImportDirectory upserts an organization's users (idempotent: importing the same
         users again changes nothing but may bump the revision) and returns the revision
         to pass as CheckRequest.min_revision for read-your-writes.
+        """
+
+    @_abc_1.abstractmethod
+    def ListFilter(
+        self,
+        request: _authz_pb2.ListFilterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authz_pb2.ListFilterResponse, _abc.Awaitable[_authz_pb2.ListFilterResponse]]:
+        """ListFilter answers "which records may this user take this action on?" for a list,
+        report or dashboard: one filter over record attributes that the caller's report
+        engine applies itself (the tree, or the SQL rendering), instead of one Check per
+        record. A record passes exactly when Check would allow the action on it (with no
+        fields written). Errors as Check. Idempotent.
         """
 
 def add_AuthzServiceServicer_to_server(servicer: AuthzServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
