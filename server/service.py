@@ -23,7 +23,7 @@ from authz.errors import AuthzError, InvalidArgument
 from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc as pb_grpc
 
-from . import convert
+from . import convert, listfilter_rpc
 from .logs import event
 
 log = logging.getLogger("authz.server")
@@ -113,6 +113,18 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
                       context: grpc.aio.ServicerContext[Any, Any]) -> pb.MigrateResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Migrate is not implemented yet")
         raise AssertionError("unreachable")
+
+    async def ListFilter(self, request: pb.ListFilterRequest,
+                         context: grpc.aio.ServicerContext[Any, Any]) -> pb.ListFilterResponse:
+        engine, _ = await self._parts(context)
+        try:
+            return await self._run(listfilter_rpc.list_filter, engine, request)
+        except AuthzError as exc:
+            await _abort(context, exc)
+
+    def engine(self) -> Engine | None:
+        """The engine once ready (adapters such as the Envoy one decide through it)."""
+        return self._ready[0] if self._ready is not None else None
 
     async def ImportDirectory(
         self, request: pb.ImportDirectoryRequest, context: grpc.aio.ServicerContext[Any, Any]
