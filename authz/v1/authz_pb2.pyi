@@ -849,7 +849,9 @@ Global___AttributeRequest: _TypeAlias = AttributeRequest  # noqa: Y015
 
 @_typing.final
 class AttributeResponse(_message.Message):
-    """AttributeResponse names the identity to act as; never the integration owner."""
+    """AttributeResponse names the identity to act as: the user's own, never the
+    integration owner, except in legacy mode, which mode says.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -857,12 +859,30 @@ class AttributeResponse(_message.Message):
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     SEND_FROM_EMAIL_FIELD_NUMBER: _builtins.int
     ATTRIBUTION_ID_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    ACT_AS_FIELD_NUMBER: _builtins.int
+    SEND_FROM_NOTE_FIELD_NUMBER: _builtins.int
+    POLICY_REVISION_FIELD_NUMBER: _builtins.int
+    DIRECTORY_REVISION_FIELD_NUMBER: _builtins.int
+    DECISION_ID_FIELD_NUMBER: _builtins.int
     display_name: _builtins.str
     """The name to record as creator."""
     send_from_email: _builtins.str
-    """The e-mail address to send from."""
+    """The e-mail address to send from (the user's own); empty when they have none."""
     attribution_id: _builtins.str
     """Id of the attribution record."""
+    mode: Global___Mode.ValueType
+    """Which mode applied: MODE_LEGACY means the CRM still acts as the integration owner."""
+    act_as: _builtins.str
+    """The finance user id or integration user id to act as (legacy: the owner's CRM id)."""
+    send_from_note: _builtins.str
+    """Why send_from_email is empty, or that legacy mode applies; for the caller to show."""
+    policy_revision: _builtins.str
+    """The compiled policy revision the attribution was made under."""
+    directory_revision: _builtins.int
+    """The directory revision the attribution saw."""
+    decision_id: _builtins.str
+    """The cited Check decision, echoed when one was given."""
     @_builtins.property
     def identity(self) -> Global___Identity:
         """Who to act as."""
@@ -874,10 +894,16 @@ class AttributeResponse(_message.Message):
         display_name: _builtins.str = ...,
         send_from_email: _builtins.str = ...,
         attribution_id: _builtins.str = ...,
+        mode: Global___Mode.ValueType = ...,
+        act_as: _builtins.str = ...,
+        send_from_note: _builtins.str = ...,
+        policy_revision: _builtins.str = ...,
+        directory_revision: _builtins.int = ...,
+        decision_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribution_id", b"attribution_id", "display_name", b"display_name", "identity", b"identity", "send_from_email", b"send_from_email"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["act_as", b"act_as", "attribution_id", b"attribution_id", "decision_id", b"decision_id", "directory_revision", b"directory_revision", "display_name", b"display_name", "identity", b"identity", "mode", b"mode", "policy_revision", b"policy_revision", "send_from_email", b"send_from_email", "send_from_note", b"send_from_note"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1521,3 +1547,247 @@ class ListFilterResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListFilterResponse: _TypeAlias = ListFilterResponse  # noqa: Y015
+
+@_typing.final
+class AuditEntry(_message.Message):
+    """AuditEntry is one recorded decision or attribution, with its place in the
+    organization's hash chain.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    CRM_USER_FIELD_NUMBER: _builtins.int
+    ACTING_KIND_FIELD_NUMBER: _builtins.int
+    ACTING_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    MODULE_FIELD_NUMBER: _builtins.int
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    ALLOWED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    POLICY_REVISION_FIELD_NUMBER: _builtins.int
+    DIRECTORY_REVISION_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
+    PREV_HASH_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    """The organization."""
+    seq: _builtins.int
+    """1-based position in the organization's chain."""
+    kind: _builtins.str
+    """"check" or "attribute"."""
+    at: _builtins.str
+    """When it was recorded (ISO 8601 UTC, as hashed)."""
+    decision_id: _builtins.str
+    """The decision id (check) or attribution id (attribute)."""
+    crm_user: _builtins.str
+    """The requesting CRM user's id."""
+    acting_kind: _builtins.str
+    """The kind of identity acted as (finance_user, integration_user, ...)."""
+    acting_id: _builtins.str
+    """The finance user, integration user or (legacy) owner acted as."""
+    action: _builtins.str
+    """The action."""
+    module: _builtins.str
+    """The module."""
+    record_id: _builtins.str
+    """The record, when there was one."""
+    allowed: _builtins.bool
+    """Whether the action was allowed."""
+    reason: _builtins.str
+    """The decision reason code (attribute: which decision it cites)."""
+    mode: _builtins.str
+    """"legacy" or "unified"."""
+    policy_revision: _builtins.str
+    """The compiled policy revision."""
+    directory_revision: _builtins.int
+    """The directory revision."""
+    caller: _builtins.str
+    """The calling service."""
+    prev_hash: _builtins.str
+    """The previous entry's hash."""
+    hash: _builtins.str
+    """This entry's hash (SHA-256 over its content and prev_hash)."""
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        seq: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        at: _builtins.str = ...,
+        decision_id: _builtins.str = ...,
+        crm_user: _builtins.str = ...,
+        acting_kind: _builtins.str = ...,
+        acting_id: _builtins.str = ...,
+        action: _builtins.str = ...,
+        module: _builtins.str = ...,
+        record_id: _builtins.str = ...,
+        allowed: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        mode: _builtins.str = ...,
+        policy_revision: _builtins.str = ...,
+        directory_revision: _builtins.int = ...,
+        caller: _builtins.str = ...,
+        prev_hash: _builtins.str = ...,
+        hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acting_id", b"acting_id", "acting_kind", b"acting_kind", "action", b"action", "allowed", b"allowed", "at", b"at", "caller", b"caller", "crm_user", b"crm_user", "decision_id", b"decision_id", "directory_revision", b"directory_revision", "hash", b"hash", "kind", b"kind", "mode", b"mode", "module", b"module", "org_id", b"org_id", "policy_revision", b"policy_revision", "prev_hash", b"prev_hash", "reason", b"reason", "record_id", b"record_id", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
+
+@_typing.final
+class QueryAuditRequest(_message.Message):
+    """QueryAuditRequest narrows an organization's trail."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    """The organization. Required."""
+    user: _builtins.str
+    """Only this CRM user (id or e-mail address)."""
+    record_id: _builtins.str
+    """Only this record."""
+    decision_id: _builtins.str
+    """Only this decision or attribution id."""
+    page_size: _builtins.int
+    """Entries per page: 1 to 1000; 0 means 100."""
+    page_token: _builtins.str
+    """next_page_token of the previous page; empty for the first."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Only entries recorded at or after this time."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """Only entries recorded before this time."""
+
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        user: _builtins.str = ...,
+        record_id: _builtins.str = ...,
+        decision_id: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id", "org_id", b"org_id", "page_size", b"page_size", "page_token", b"page_token", "record_id", b"record_id", "since", b"since", "until", b"until", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryAuditRequest: _TypeAlias = QueryAuditRequest  # noqa: Y015
+
+@_typing.final
+class QueryAuditResponse(_message.Message):
+    """QueryAuditResponse is one page of entries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty when this is the last."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]:
+        """The entries, in chain order."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___AuditEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryAuditResponse: _TypeAlias = QueryAuditResponse  # noqa: Y015
+
+@_typing.final
+class VerifyAuditRequest(_message.Message):
+    """VerifyAuditRequest names the chain to verify."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    """The organization. Required."""
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["org_id", b"org_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyAuditRequest: _TypeAlias = VerifyAuditRequest  # noqa: Y015
+
+@_typing.final
+class VerifyAuditResponse(_message.Message):
+    """VerifyAuditResponse says whether the chain holds, and where not."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OK_FIELD_NUMBER: _builtins.int
+    CHECKED_FIELD_NUMBER: _builtins.int
+    HEAD_SEQ_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_SEQ_FIELD_NUMBER: _builtins.int
+    PROBLEMS_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    ok: _builtins.bool
+    """True when no entry was changed or removed."""
+    checked: _builtins.int
+    """Entries checked (those kept after retention)."""
+    head_seq: _builtins.int
+    """The newest entry's seq."""
+    checkpoint_seq: _builtins.int
+    """Entries up to this seq were trimmed by retention."""
+    dropped: _builtins.int
+    """Entries dropped by a full batched queue (policy "drop"): never silent."""
+    @_builtins.property
+    def problems(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One line per problem, naming the entry."""
+
+    def __init__(
+        self,
+        *,
+        ok: _builtins.bool = ...,
+        checked: _builtins.int = ...,
+        head_seq: _builtins.int = ...,
+        checkpoint_seq: _builtins.int = ...,
+        problems: _abc.Iterable[_builtins.str] | None = ...,
+        dropped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked", b"checked", "checkpoint_seq", b"checkpoint_seq", "dropped", b"dropped", "head_seq", b"head_seq", "ok", b"ok", "problems", b"problems"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyAuditResponse: _TypeAlias = VerifyAuditResponse  # noqa: Y015

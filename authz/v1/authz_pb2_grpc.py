@@ -75,6 +75,16 @@ class AuthzServiceStub:
                 request_serializer=authz_dot_v1_dot_authz__pb2.ListFilterRequest.SerializeToString,
                 response_deserializer=authz_dot_v1_dot_authz__pb2.ListFilterResponse.FromString,
                 _registered_method=True)
+        self.QueryAudit = channel.unary_unary(
+                '/authz.v1.AuthzService/QueryAudit',
+                request_serializer=authz_dot_v1_dot_authz__pb2.QueryAuditRequest.SerializeToString,
+                response_deserializer=authz_dot_v1_dot_authz__pb2.QueryAuditResponse.FromString,
+                _registered_method=True)
+        self.VerifyAudit = channel.unary_unary(
+                '/authz.v1.AuthzService/VerifyAudit',
+                request_serializer=authz_dot_v1_dot_authz__pb2.VerifyAuditRequest.SerializeToString,
+                response_deserializer=authz_dot_v1_dot_authz__pb2.VerifyAuditResponse.FromString,
+                _registered_method=True)
 
 
 class AuthzServiceServicer:
@@ -100,7 +110,11 @@ class AuthzServiceServicer:
 
     def Attribute(self, request, context):
         """Attribute names the identity, display name and sender address to record an action
-        under (DOMAIN.md §5). Not implemented yet: returns UNIMPLEMENTED.
+        under (DOMAIN.md §5), and records the attribution in the audit trail. Errors:
+        PERMISSION_DENIED (the user has no finance identity, or the cited decision did not
+        allow the action), INVALID_ARGUMENT (the cited decision is for another organization,
+        user, action or record), NOT_FOUND (unknown organization or decision id). Nothing is
+        recorded when it fails.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,6 +166,23 @@ class AuthzServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryAudit(self, request, context):
+        """QueryAudit lists an organization's audit entries in chain order, narrowed by user,
+        record, decision and time, one page at a time. Entries still in the batched
+        writer's queue appear once written (within the flush interval).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyAudit(self, request, context):
+        """VerifyAudit walks an organization's hash chain and names every entry that was
+        changed or removed, and how many entries a full queue dropped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthzServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +225,16 @@ def add_AuthzServiceServicer_to_server(servicer, server):
                     servicer.ListFilter,
                     request_deserializer=authz_dot_v1_dot_authz__pb2.ListFilterRequest.FromString,
                     response_serializer=authz_dot_v1_dot_authz__pb2.ListFilterResponse.SerializeToString,
+            ),
+            'QueryAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryAudit,
+                    request_deserializer=authz_dot_v1_dot_authz__pb2.QueryAuditRequest.FromString,
+                    response_serializer=authz_dot_v1_dot_authz__pb2.QueryAuditResponse.SerializeToString,
+            ),
+            'VerifyAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyAudit,
+                    request_deserializer=authz_dot_v1_dot_authz__pb2.VerifyAuditRequest.FromString,
+                    response_serializer=authz_dot_v1_dot_authz__pb2.VerifyAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -413,6 +454,60 @@ class AuthzService:
             '/authz.v1.AuthzService/ListFilter',
             authz_dot_v1_dot_authz__pb2.ListFilterRequest.SerializeToString,
             authz_dot_v1_dot_authz__pb2.ListFilterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authz.v1.AuthzService/QueryAudit',
+            authz_dot_v1_dot_authz__pb2.QueryAuditRequest.SerializeToString,
+            authz_dot_v1_dot_authz__pb2.QueryAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authz.v1.AuthzService/VerifyAudit',
+            authz_dot_v1_dot_authz__pb2.VerifyAuditRequest.SerializeToString,
+            authz_dot_v1_dot_authz__pb2.VerifyAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,7 +46,11 @@ class AuthzServiceStub:
     """
     Attribute: _grpc.UnaryUnaryMultiCallable[_authz_pb2.AttributeRequest, _authz_pb2.AttributeResponse]
     """Attribute names the identity, display name and sender address to record an action
-    under (DOMAIN.md §5). Not implemented yet: returns UNIMPLEMENTED.
+    under (DOMAIN.md §5), and records the attribution in the audit trail. Errors:
+    PERMISSION_DENIED (the user has no finance identity, or the cited decision did not
+    allow the action), INVALID_ARGUMENT (the cited decision is for another organization,
+    user, action or record), NOT_FOUND (unknown organization or decision id). Nothing is
+    recorded when it fails.
     """
     Migrate: _grpc.UnaryUnaryMultiCallable[_authz_pb2.MigrateRequest, _authz_pb2.MigrateResponse]
     """Migrate previews or applies a user migration (DOMAIN.md §6). Apply starts a
@@ -73,6 +77,15 @@ class AuthzServiceStub:
     record. A record passes exactly when Check would allow the action on it (with no
     fields written). Errors as Check. Idempotent.
     """
+    QueryAudit: _grpc.UnaryUnaryMultiCallable[_authz_pb2.QueryAuditRequest, _authz_pb2.QueryAuditResponse]
+    """QueryAudit lists an organization's audit entries in chain order, narrowed by user,
+    record, decision and time, one page at a time. Entries still in the batched
+    writer's queue appear once written (within the flush interval).
+    """
+    VerifyAudit: _grpc.UnaryUnaryMultiCallable[_authz_pb2.VerifyAuditRequest, _authz_pb2.VerifyAuditResponse]
+    """VerifyAudit walks an organization's hash chain and names every entry that was
+    changed or removed, and how many entries a full queue dropped.
+    """
 
 @_typing.type_check_only
 class AuthzServiceAsyncStub(AuthzServiceStub):
@@ -90,7 +103,11 @@ class AuthzServiceAsyncStub(AuthzServiceStub):
     """
     Attribute: _aio.UnaryUnaryMultiCallable[_authz_pb2.AttributeRequest, _authz_pb2.AttributeResponse]  # type: ignore[assignment]
     """Attribute names the identity, display name and sender address to record an action
-    under (DOMAIN.md §5). Not implemented yet: returns UNIMPLEMENTED.
+    under (DOMAIN.md §5), and records the attribution in the audit trail. Errors:
+    PERMISSION_DENIED (the user has no finance identity, or the cited decision did not
+    allow the action), INVALID_ARGUMENT (the cited decision is for another organization,
+    user, action or record), NOT_FOUND (unknown organization or decision id). Nothing is
+    recorded when it fails.
     """
     Migrate: _aio.UnaryUnaryMultiCallable[_authz_pb2.MigrateRequest, _authz_pb2.MigrateResponse]  # type: ignore[assignment]
     """Migrate previews or applies a user migration (DOMAIN.md §6). Apply starts a
@@ -116,6 +133,15 @@ class AuthzServiceAsyncStub(AuthzServiceStub):
     engine applies itself (the tree, or the SQL rendering), instead of one Check per
     record. A record passes exactly when Check would allow the action on it (with no
     fields written). Errors as Check. Idempotent.
+    """
+    QueryAudit: _aio.UnaryUnaryMultiCallable[_authz_pb2.QueryAuditRequest, _authz_pb2.QueryAuditResponse]  # type: ignore[assignment]
+    """QueryAudit lists an organization's audit entries in chain order, narrowed by user,
+    record, decision and time, one page at a time. Entries still in the batched
+    writer's queue appear once written (within the flush interval).
+    """
+    VerifyAudit: _aio.UnaryUnaryMultiCallable[_authz_pb2.VerifyAuditRequest, _authz_pb2.VerifyAuditResponse]  # type: ignore[assignment]
+    """VerifyAudit walks an organization's hash chain and names every entry that was
+    changed or removed, and how many entries a full queue dropped.
     """
 
 class AuthzServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -149,7 +175,11 @@ class AuthzServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_authz_pb2.AttributeResponse, _abc.Awaitable[_authz_pb2.AttributeResponse]]:
         """Attribute names the identity, display name and sender address to record an action
-        under (DOMAIN.md §5). Not implemented yet: returns UNIMPLEMENTED.
+        under (DOMAIN.md §5), and records the attribution in the audit trail. Errors:
+        PERMISSION_DENIED (the user has no finance identity, or the cited decision did not
+        allow the action), INVALID_ARGUMENT (the cited decision is for another organization,
+        user, action or record), NOT_FOUND (unknown organization or decision id). Nothing is
+        recorded when it fails.
         """
 
     @_abc_1.abstractmethod
@@ -205,6 +235,27 @@ class AuthzServiceServicer(metaclass=_abc_1.ABCMeta):
         engine applies itself (the tree, or the SQL rendering), instead of one Check per
         record. A record passes exactly when Check would allow the action on it (with no
         fields written). Errors as Check. Idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def QueryAudit(
+        self,
+        request: _authz_pb2.QueryAuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authz_pb2.QueryAuditResponse, _abc.Awaitable[_authz_pb2.QueryAuditResponse]]:
+        """QueryAudit lists an organization's audit entries in chain order, narrowed by user,
+        record, decision and time, one page at a time. Entries still in the batched
+        writer's queue appear once written (within the flush interval).
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyAudit(
+        self,
+        request: _authz_pb2.VerifyAuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authz_pb2.VerifyAuditResponse, _abc.Awaitable[_authz_pb2.VerifyAuditResponse]]:
+        """VerifyAudit walks an organization's hash chain and names every entry that was
+        changed or removed, and how many entries a full queue dropped.
         """
 
 def add_AuthzServiceServicer_to_server(servicer: AuthzServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
