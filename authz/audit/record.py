@@ -1,0 +1,56 @@
+"""What the trail records for a decision and for an attribution (unsealed entries).
+
+Built on the decision path, so kept to plain field copies: hashing and numbering happen
+later, in the store, under the organization's head lock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from authz.attribution import Attribution, Operation
+from authz.audit.chain import AuditEntry
+from authz.decision import CheckRequest, Decision, IdentityKind
+
+
+def now_stamp() -> str:
+    """Fixed-width ISO 8601 UTC: hashed as text, so it must round-trip exactly."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def acting_id(d: Decision) -> str:
+    """Whom the action is done as: the finance, integration user, or (legacy) the owner."""
+    i = d.identity
+    if i.kind == IdentityKind.INTEGRATION_OWNER:
+        return i.crm_user_id
+    return i.books_user_id or i.subscriptions_user_id or i.integration_user_id
+
+
+def check_entry(req: CheckRequest, d: Decision, crm_user: str, caller: str) -> AuditEntry:
+    """The entry for one Check decision. `crm_user` is the requesting CRM user's id (the
+    request's text when no such user exists): in legacy mode the decision's identity is
+    the integration owner, and the trail must still say who asked."""
+    return AuditEntry(
+        org_id=d.org_id, seq=0, kind="check", at=now_stamp(), decision_id=d.decision_id,
+        crm_user=crm_user, acting_kind=d.identity.kind.value, acting_id=acting_id(d),
+        action=req.action, module=req.module, record_id=req.record.record_id, allowed=d.allowed,
+        reason=d.reason.value, mode=d.mode.value, policy_revision=d.policy_revision,
+        directory_revision=d.directory_revision, caller=caller,
+    )
+
+
+def attribution_entry(org_id: str, crm_user: str, op: Operation, a: Attribution,
+                      caller: str) -> AuditEntry:
+    """The entry for an attribution: the action is about to be done as `a.act_as`.
+
+    `decision_id` holds the attribution id; the cited Check decision, when there is one,
+    goes in `reason` ("cites <id>"), so each id in the trail names one entry.
+    """
+    return AuditEntry(
+        org_id=org_id, seq=0, kind="attribute", at=now_stamp(), decision_id=a.attribution_id,
+        crm_user=crm_user, acting_kind=a.identity.kind.value, acting_id=a.act_as,
+        action=op.action, module=op.module, record_id=op.record_id, allowed=True,
+        reason=f"cites {a.decision_id}" if a.decision_id else "no decision cited",
+        mode=a.mode.value, policy_revision=a.policy_revision,
+        directory_revision=a.directory_revision, caller=caller,
+    )

@@ -1,0 +1,285 @@
+"""The audit trail in the store: append with a per-organization hash chain, query, export,
+verify, retention, and usage counts for the automatic migration.
+
+Appends lock the organization's head row (FOR UPDATE on PostgreSQL, BEGIN IMMEDIATE on
+SQLite), so replicas appending to one organization's chain take turns and the chain
+never forks. Entries are only ever inserted; retention deletes a *prefix* of a chain and
+records where it ended (the checkpoint), so that `verify` still proves the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from authz.audit.chain import GENESIS, AuditEntry, Break, seal, verify
+from authz.store.audit_schema import audit_entries as E
+from authz.store.audit_schema import audit_heads as H
+from authz.store.connect import WRITE, insert_ignore
+
+MAX_PAGE = 1000
+_FIELDS = tuple(f.name for f in dataclasses.fields(AuditEntry))
+
+
+def stamp(at: dt.datetime) -> str:
+    """The fixed-width UTC text an entry's `at` holds (and the hash covers)."""
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _entry(row: Any) -> AuditEntry:
+    m = row._mapping
+    return AuditEntry(**{k: m[k] for k in _FIELDS} | {"allowed": bool(m["allowed"]),
+                                                        "seq": int(m["seq"]),
+                                                        "directory_revision": int(m["directory_revision"])})
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """An organization's chain head and retention checkpoint."""
+
+    org_id: str
+    seq: int = 0
+    hash: str = GENESIS
+    checkpoint_seq: int = 0
+    checkpoint_hash: str = GENESIS
+    dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """Which entries to list: one organization, optionally narrowed; pages by sequence."""
+
+    org_id: str
+    crm_user: str = ""
+    record_id: str = ""
+    decision_id: str = ""
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None  # exclusive
+    after_seq: int = 0  # the page token: the last seq of the previous page
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    entries: list[AuditEntry]
+    next_after: int  # 0: no more pages
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of verifying one organization's chain."""
+
+    org_id: str
+    checked: int
+    head: Head
+    breaks: list[Break]
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks
+
+
+class TrimRefused(Exception):
+    """Retention would delete entries whose chain does not hold: evidence is kept."""
+
+
+class AuditStore:
+    """Audit entries in SQLite or PostgreSQL; safe to share across threads."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- writes ------------------------------------------------------------------------
+
+    def append(self, entries: Sequence[AuditEntry],
+               dropped: Mapping[str, int] | None = None) -> list[AuditEntry]:
+        """Seal and insert entries (their seq and hashes are assigned here) in one
+        transaction; also adds `dropped` counts to the heads. Returns the sealed entries."""
+        by_org: dict[str, list[AuditEntry]] = defaultdict(list)
+        for e in entries:
+            by_org[e.org_id].append(e)
+        drops = {k: v for k, v in (dropped or {}).items() if v}
+        sealed: list[AuditEntry] = []
+        with self.engine.connect() as conn:
+            conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                for org_id in sorted(set(by_org) | set(drops)):  # one lock order: no deadlock
+                    head = self._lock_head(conn, org_id)
+                    seq, prev = head.seq, head.hash
+                    rows = []
+                    for e in by_org.get(org_id, ()):
+                        seq += 1
+                        s = seal(dataclasses.replace(e, seq=seq), prev)
+                        prev = s.hash
+                        sealed.append(s)
+                        rows.append(dataclasses.asdict(s))
+                    if rows:
+                        conn.execute(E.insert(), rows)
+                    conn.execute(H.update().where(H.c.org_id == org_id).values(
+                        seq=seq, hash=prev, dropped=H.c.dropped + drops.get(org_id, 0)))
+        return sealed
+
+    @staticmethod
+    def _lock_head(conn: Connection, org_id: str) -> Head:
+        insert_ignore(conn, H, org_id=org_id, seq=0, hash=GENESIS, checkpoint_seq=0,
+                      checkpoint_hash=GENESIS, dropped=0)
+        row = conn.execute(sa.select(H).where(H.c.org_id == org_id).with_for_update()).one()
+        return _head(row)
+
+    def trim(self, before: dt.datetime, org_id: str | None = None) -> dict[str, int]:
+        """Retention: delete each organization's oldest entries recorded before `before`.
+
+        Only a prefix of a chain goes (up to the newest entry older than `before`), and only
+        after it verifies: trimming must never destroy the evidence of tampering. The head
+        keeps the last trimmed entry's (seq, hash) as the checkpoint verify starts from.
+        Returns entries deleted per organization.
+        """
+        cutoff = stamp(before)
+        out: dict[str, int] = {}
+        for org in [org_id] if org_id else self.org_ids():
+            with self.engine.connect() as conn:
+                conn.execution_options(**{WRITE: True})
+                with conn.begin():
+                    head = self._lock_head(conn, org)
+                    last = conn.execute(sa.select(sa.func.max(E.c.seq)).where(
+                        E.c.org_id == org, E.c.at < cutoff)).scalar()
+                    if not last:
+                        continue
+                    doomed = [_entry(r) for r in conn.execute(
+                        sa.select(E).where(E.c.org_id == org, E.c.seq <= last).order_by(E.c.seq))]
+                    breaks = verify(doomed, head.checkpoint_hash, head.checkpoint_seq + 1)
+                    if breaks:
+                        raise TrimRefused(f"{org}: not trimming entries that do not verify: "
+                                          + "; ".join(map(str, breaks[:5])))
+                    conn.execute(E.delete().where(E.c.org_id == org, E.c.seq <= last))
+                    conn.execute(H.update().where(H.c.org_id == org).values(
+                        checkpoint_seq=last, checkpoint_hash=doomed[-1].hash,
+                        trimmed_at=dt.datetime.now(dt.UTC)))
+                    out[org] = len(doomed)
+        return out
+
+    # -- reads -------------------------------------------------------------------------
+
+    def org_ids(self) -> list[str]:
+        """Organizations with a chain."""
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(sa.select(H.c.org_id).order_by(H.c.org_id))]
+
+    def head(self, org_id: str) -> Head:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(H).where(H.c.org_id == org_id)).first()
+        return _head(row) if row is not None else Head(org_id)
+
+    def decision(self, decision_id: str) -> AuditEntry | None:
+        """The recorded Check decision with this id (attributions cite it)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(E).where(E.c.decision_id == decision_id, E.c.kind == "check")
+                               .limit(1)).first()
+        return _entry(row) if row is not None else None
+
+    def query(self, q: Query) -> Page:
+        """One page of an organization's entries in chain order, narrowed by `q`."""
+        limit = max(1, min(q.limit, MAX_PAGE))
+        stmt = sa.select(E).where(E.c.org_id == q.org_id, E.c.seq > q.after_seq)
+        if q.crm_user:
+            stmt = stmt.where(E.c.crm_user == q.crm_user)
+        if q.record_id:
+            stmt = stmt.where(E.c.record_id == q.record_id)
+        if q.decision_id:
+            stmt = stmt.where(E.c.decision_id == q.decision_id)
+        if q.since is not None:
+            stmt = stmt.where(E.c.at >= stamp(q.since))
+        if q.until is not None:
+            stmt = stmt.where(E.c.at < stamp(q.until))
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt.order_by(E.c.seq).limit(limit + 1)).fetchall()
+        entries = [_entry(r) for r in rows[:limit]]
+        return Page(entries, entries[-1].seq if len(rows) > limit else 0)
+
+    def entries(self, org_id: str, since: dt.datetime | None = None,
+                until: dt.datetime | None = None) -> Iterator[AuditEntry]:
+        """Every entry of the organization in chain order, streamed a page at a time."""
+        after = 0
+        while True:
+            page = self.query(Query(org_id, since=since, until=until, after_seq=after, limit=MAX_PAGE))
+            yield from page.entries
+            if not page.next_after:
+                return
+            after = page.next_after
+
+    def verify(self, org_id: str) -> Verdict:
+        """Walk the chain from the retention checkpoint to the head; name what does not hold."""
+        head = self.head(org_id)
+        n = 0
+
+        def counted() -> Iterator[AuditEntry]:
+            nonlocal n
+            for e in self.entries(org_id):
+                n += 1
+                yield e
+
+        breaks = verify(counted(), head.checkpoint_hash, head.checkpoint_seq + 1,
+                        (head.seq, head.hash), org_id)
+        return Verdict(org_id, n, head, breaks)
+
+    def export(self, out: TextIO, org_id: str | None = None, since: dt.datetime | None = None,
+               until: dt.datetime | None = None) -> int:
+        """Write entries as JSON lines (every field, hashes included, so a copy verifies)."""
+        n = 0
+        for org in [org_id] if org_id else self.org_ids():
+            for e in self.entries(org, since, until):
+                out.write(json.dumps(dataclasses.asdict(e), sort_keys=True, ensure_ascii=False) + "\n")
+                n += 1
+        return n
+
+    def usage(self, org_id: str, since: dt.datetime) -> dict[tuple[str, str], int]:
+        """Checks per (CRM user, module) since `since`.
+
+        Every Check counts, allowed or not: a not-migrated user denied in unified mode, or
+        one acting through the owner in legacy mode, is exactly who the automatic migration
+        is looking for.
+        """
+        with self.engine.connect() as conn:
+            return _usage(conn, org_id, since)
+
+    def usage_by_user(self, org_id: str, since: dt.datetime) -> dict[str, int]:
+        """Checks per CRM user since `since` (see `usage`)."""
+        return usage_by_user(self.engine, org_id, since)
+
+
+def _head(row: Any) -> Head:
+    m = row._mapping
+    return Head(m["org_id"], int(m["seq"]), m["hash"], int(m["checkpoint_seq"]),
+                m["checkpoint_hash"], int(m["dropped"]))
+
+
+def _usage(conn: Connection, org_id: str, since: dt.datetime) -> dict[tuple[str, str], int]:
+    stmt = (sa.select(E.c.crm_user, E.c.module, sa.func.count())
+            .where(E.c.org_id == org_id, E.c.kind == "check", E.c.at >= stamp(since))
+            .group_by(E.c.crm_user, E.c.module))
+    return {(u, m): int(c) for u, m, c in conn.execute(stmt)}
+
+
+def usage_by_user(db: Engine | Connection, org_id: str, since: dt.datetime) -> dict[str, int]:
+    """Checks per CRM user in the trail since `since`, for the automatic migration (§6).
+
+    Takes an engine, or a connection so that a migration job can read usage inside its
+    own transaction.
+    """
+    if isinstance(db, Engine):
+        with db.connect() as conn:
+            per_module = _usage(conn, org_id, since)
+    else:
+        per_module = _usage(db, org_id, since)
+    out: dict[str, int] = defaultdict(int)
+    for (user, _module), count in per_module.items():
+        out[user] += count
+    return dict(out)
