@@ -1,0 +1,322 @@
+"""Migration jobs in the store: preview, apply (a durable job), status, quota raises.
+
+An apply is accepted or refused as a whole, under the organization's row lock: unknown
+users, duplicates and a selection over the quota are refused with nothing written. An
+accepted apply writes a job and one item per user in the same transaction; eligible
+users' slots are reserved by their pending items, so concurrent applies (threads or
+replicas) can never together pass the quota. The job then runs in batches (see
+authz.store.jobs), each batch one transaction that also bumps the directory revision and
+writes the notices to the outbox: a crash loses at most an uncommitted batch, which the
+resumed job redoes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import inspect
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from authz.directory import CrmUser, DirectorySnapshot
+from authz.errors import InvalidArgument, NotFound, PermissionDenied
+from authz.migration import plan
+from authz.store import rows
+from authz.store.connect import WRITE
+from authz.store.migration_schema import integration_quotas, migration_job_items, migration_jobs, quota_changes
+from authz.store.store import Store
+
+UsageSource = Callable[[str], Mapping[str, int]]
+OVER_QUOTA = "over_quota"
+REASON_MESSAGES = {**{r.value: m for r, m in plan.MESSAGES.items()},
+                   OVER_QUOTA: "the organization's integration-user quota is used up"}
+
+
+@dataclass(frozen=True, slots=True)
+class OrgSettings:
+    """What the organization's compiled policy says about migration."""
+
+    quota: int = plan.DEFAULT_QUOTA
+    unified_since: dt.date | None = None
+    permission_set_version: int = 1
+    effective_mode: str = "unified"
+
+
+SettingsSource = Callable[[str], OrgSettings]
+
+
+def settings_from_manifest(manifest: Mapping[str, object]) -> OrgSettings:
+    """OrgSettings from a compiled organization manifest (authz.engine OrgIndex.manifest)."""
+    since = manifest.get("unified_since")
+    iu_set = manifest.get("integration_user_set")
+    version = iu_set.get("version", 1) if isinstance(iu_set, dict) else 1
+    quota = manifest.get("integration_user_quota", plan.DEFAULT_QUOTA)
+    return OrgSettings(int(quota) if isinstance(quota, int) else plan.DEFAULT_QUOTA,
+                       dt.date.fromisoformat(since) if isinstance(since, str) and since else None,
+                       int(version), str(manifest.get("effective_mode", "unified")))
+
+
+@dataclass(frozen=True, slots=True)
+class JobItem:
+    """What a job did (or will do) for one selected user."""
+
+    crm_user_id: str
+    state: str  # pending, done, rejected
+    reason: str = ""
+    integration_user_id: str = ""
+
+    @property
+    def message(self) -> str:
+        return REASON_MESSAGES.get(self.reason, self.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A migration job and its progress."""
+
+    job_id: str
+    org_id: str
+    kind: str
+    request_key: str
+    requested_by: str
+    state: str  # pending, running, done
+    total: int
+    done: int
+    rejected: int
+    revision: int
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+    items: tuple[JobItem, ...] = ()
+
+    @property
+    def processed(self) -> int:
+        return self.done + self.rejected
+
+
+def default_usage_source(store: Store) -> UsageSource:
+    """Finance usage from the audit trail (authz.store.audit.usage_by_user) when that module
+    is installed; otherwise nobody has usage, so automatic migration adds nobody."""
+    try:
+        from authz.store import audit  # type: ignore[attr-defined,unused-ignore]
+        fn = audit.usage_by_user
+    except (ImportError, AttributeError):
+        return lambda org_id: {}
+    if len(inspect.signature(fn).parameters) == 1:
+        return lambda org_id: dict(fn(org_id))
+    return lambda org_id: dict(fn(store.engine, org_id))
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _aware(t: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands back naive datetimes; everything here is UTC."""
+    return t.replace(tzinfo=dt.UTC) if t is not None and t.tzinfo is None else t
+
+
+def read_snapshot(conn: Connection, org_id: str, revision: int) -> DirectorySnapshot:
+    """The organization's directory as this transaction sees it (not the cache)."""
+    return DirectorySnapshot.build(
+        org_id, revision,
+        (rows.CRM.from_row(k, v) for k, v in rows.CRM.read(conn, org_id).items()),
+        (rows.FINANCE.from_row(k, v) for k, v in rows.FINANCE.read(conn, org_id).items()),
+        (rows.INTEGRATION.from_row(k, v) for k, v in rows.INTEGRATION.read(conn, org_id).items()))
+
+
+def quota_in(conn: Connection, org_id: str, settings: OrgSettings) -> int:
+    """An operator's raise overrides the policy's quota."""
+    q = integration_quotas
+    raised = conn.execute(sa.select(q.c.quota).where(q.c.org_id == org_id)).scalar()
+    return int(raised) if raised is not None else settings.quota
+
+
+def require_admin(snap: DirectorySnapshot, caller: str) -> CrmUser:
+    """Only an active administrator of the organization may preview or apply."""
+    user = snap.crm_user(caller) if caller else None
+    if user is None or not user.is_admin or user.status != "active":
+        raise PermissionDenied(f"'{caller or '(none)'}' is not an active administrator of "
+                               f"organization '{snap.org_id}'")
+    return user
+
+
+class MigrationStore:
+    """Migration state on the Store's database; safe to share across threads and replicas."""
+
+    def __init__(self, store: Store, settings: SettingsSource,
+                 usage: UsageSource | None = None) -> None:
+        self.store = store
+        self.engine = store.engine
+        self.settings = settings
+        self.usage = usage if usage is not None else default_usage_source(store)
+
+    def write(self) -> Connection:
+        """A connection whose next transaction writes (BEGIN IMMEDIATE on SQLite)."""
+        conn = self.engine.connect()
+        conn.execution_options(**{WRITE: True})
+        return conn
+
+    # -- preview -----------------------------------------------------------------------
+
+    def preview(self, org_id: str, caller: str) -> plan.Preview:
+        """What the "Migrate users" screen shows, from committed state."""
+        settings = self.settings(org_id)  # unknown organizations fail here
+        usage = self.usage(org_id)
+        with self.engine.connect() as conn, conn.begin():
+            rev = self.store._read_revision(conn, org_id)
+            snap = read_snapshot(conn, org_id, rev)
+            require_admin(snap, caller)
+            quota = quota_in(conn, org_id, settings)
+        return plan.preview(snap, quota, usage)
+
+    # -- apply -------------------------------------------------------------------------
+
+    def apply(self, org_id: str, caller: str, crm_user_ids: Sequence[str], request_key: str,
+              *, kind: str = "manual") -> Job:
+        """Accept a migration as a whole (or refuse it with nothing written); returns the job,
+        which is still pending: run it with authz.store.jobs.run_job."""
+        settings = self.settings(org_id)
+        ids = list(crm_user_ids)
+        if not request_key or len(request_key) > 128:
+            raise InvalidArgument("request_key", "required, 1 to 128 characters")
+        if not ids:
+            raise InvalidArgument("crm_user_ids", "select at least one user")
+        dups = plan.check_selection(ids)
+        if dups:
+            raise InvalidArgument("crm_user_ids", f"listed more than once: {', '.join(dups)}")
+        digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
+        with self.write() as conn, conn.begin():
+            rev = Store.lock_revision(conn, org_id)
+            existing = self._job_by_key(conn, org_id, request_key)
+            if existing is not None:
+                if existing[1] != digest:
+                    raise InvalidArgument("request_key", f"'{request_key}' was used for another "
+                                          "selection; use a new key")
+                job_id = existing[0]
+            else:
+                snap = read_snapshot(conn, org_id, rev)
+                if kind == "manual":
+                    require_admin(snap, caller)
+                job_id = self._create(conn, snap, settings, caller, ids, request_key, digest, kind)
+        return self.job(org_id, job_id)
+
+    @staticmethod
+    def _job_by_key(conn: Connection, org_id: str, key: str) -> tuple[str, str] | None:
+        j = migration_jobs
+        row = conn.execute(sa.select(j.c.job_id, j.c.request_digest)
+                           .where(j.c.org_id == org_id, j.c.request_key == key)).first()
+        return (row[0], row[1]) if row else None
+
+    def _create(self, conn: Connection, snap: DirectorySnapshot, settings: OrgSettings, caller: str,
+                ids: list[str], request_key: str, digest: str, kind: str) -> str:
+        unknown = [u for u in ids if u not in snap.crm_users]
+        if unknown:
+            raise InvalidArgument("crm_user_ids", f"no such CRM user in organization "
+                                  f"'{snap.org_id}': {', '.join(unknown[:10])}"
+                                  + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))
+        reasons = {u: plan.eligibility(snap, snap.crm_users[u]) for u in ids}
+        reserved = self._reserved(conn, snap.org_id)
+        eligible = [u for u in ids if reasons[u] is None and u not in reserved]
+        quota = quota_in(conn, snap.org_id, settings)
+        slots = max(0, quota - len(snap.integration_users) - len(reserved))
+        if len(eligible) > slots:
+            raise InvalidArgument("crm_user_ids", f"{len(eligible)} users selected but only "
+                                  f"{slots} of {quota} integration-user slots remain")
+        now = _now()
+        job_id = uuid.uuid4().hex
+        pending = set(eligible)
+        done_already = [u for u in ids if reasons[u] is None and u in reserved]
+        conn.execute(migration_jobs.insert().values(
+            job_id=job_id, org_id=snap.org_id, request_key=request_key, request_digest=digest,
+            kind=kind, requested_by=caller[:128], state="pending", total=len(ids), done=0,
+            rejected=len(ids) - len(pending) - len(done_already), revision=snap.revision,
+            created_at=now, updated_at=now))
+        conn.execute(migration_job_items.insert(), [{
+            "job_id": job_id, "crm_user_id": u, "position": i,
+            # A user another unfinished job will migrate stays pending here too (taking no
+            # second slot); whichever job runs second finds them already an integration
+            # user and rejects them with that reason: never migrated twice.
+            "state": "pending" if u in pending or u in done_already else "rejected",
+            "reason": None if reasons[u] is None else str(reasons[u]),
+            "updated_at": now,
+        } for i, u in enumerate(ids)])
+        return job_id
+
+    @staticmethod
+    def _reserved(conn: Connection, org_id: str) -> set[str]:
+        """Users pending in unfinished jobs: their slots are taken."""
+        i, j = migration_job_items, migration_jobs
+        return set(conn.execute(
+            sa.select(i.c.crm_user_id).join(j, j.c.job_id == i.c.job_id)
+            .where(j.c.org_id == org_id, j.c.state != "done", i.c.state == "pending")).scalars())
+
+    # -- status ------------------------------------------------------------------------
+
+    def job(self, org_id: str, job_id: str, *, items: bool = True) -> Job:
+        """A job of this organization (NotFound for another organization's job)."""
+        j, i = migration_jobs, migration_job_items
+        with self.engine.connect() as conn, conn.begin():
+            row = conn.execute(sa.select(j).where(j.c.job_id == job_id, j.c.org_id == org_id)).first()
+            if row is None:
+                raise NotFound(f"no migration job '{job_id}' in organization '{org_id}'")
+            found: tuple[JobItem, ...] = ()
+            if items:
+                found = tuple(JobItem(r.crm_user_id, r.state, r.reason or "", r.integration_user_id or "")
+                              for r in conn.execute(sa.select(i).where(i.c.job_id == job_id)
+                                                    .order_by(i.c.position)))
+        m = row._mapping
+        return Job(m["job_id"], m["org_id"], m["kind"], m["request_key"], m["requested_by"], m["state"],
+                   m["total"], m["done"], m["rejected"], int(m["revision"] or 0),
+                   _aware(m["created_at"]) or _now(), _aware(m["finished_at"]), found)
+
+    def unfinished(self) -> list[tuple[str, str]]:
+        """(org_id, job_id) of every job not done: what a starting server resumes."""
+        j = migration_jobs
+        with self.engine.connect() as conn:
+            return [(r[0], r[1]) for r in conn.execute(
+                sa.select(j.c.org_id, j.c.job_id).where(j.c.state != "done").order_by(j.c.created_at))]
+
+    # -- quota -------------------------------------------------------------------------
+
+    def quota(self, org_id: str) -> int:
+        settings = self.settings(org_id)
+        with self.engine.connect() as conn:
+            return quota_in(conn, org_id, settings)
+
+    def set_quota(self, org_id: str, new_quota: int, operator: str, reason: str) -> int:
+        """An operator's quota change, recorded with who, when and why (audited); returns the
+        previous quota. Refused below the integration users the organization already has."""
+        if not operator.strip():
+            raise InvalidArgument("operator", "required: who is changing the quota")
+        if not reason.strip():
+            raise InvalidArgument("reason", "required: why the quota changes (e.g. a ticket)")
+        if new_quota < 0:
+            raise InvalidArgument("quota", "must not be negative")
+        settings = self.settings(org_id)
+        now = _now()
+        with self.write() as conn, conn.begin():
+            rev = Store.lock_revision(conn, org_id)
+            old = quota_in(conn, org_id, settings)
+            used = len(rows.INTEGRATION.read(conn, org_id)) + len(self._reserved(conn, org_id))
+            if new_quota < used:
+                raise InvalidArgument("quota", f"{used} integration users exist or are being "
+                                      f"added; the quota cannot go below that (revision {rev})")
+            q = integration_quotas
+            if conn.execute(sa.select(q.c.org_id).where(q.c.org_id == org_id)).first():
+                conn.execute(q.update().where(q.c.org_id == org_id).values(quota=new_quota, updated_at=now))
+            else:
+                conn.execute(q.insert().values(org_id=org_id, quota=new_quota, updated_at=now))
+            conn.execute(quota_changes.insert().values(
+                org_id=org_id, old_quota=old, new_quota=new_quota, operator=operator[:128],
+                reason=reason, created_at=now))
+        return old
+
+    def quota_history(self, org_id: str) -> list[dict[str, object]]:
+        q = quota_changes
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                sa.select(q).where(q.c.org_id == org_id).order_by(q.c.id))]
