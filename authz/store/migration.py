@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import inspect
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,12 @@ from authz.errors import InvalidArgument, NotFound, PermissionDenied
 from authz.migration import plan
 from authz.store import rows
 from authz.store.connect import WRITE
-from authz.store.migration_schema import integration_quotas, migration_job_items, migration_jobs, quota_changes
+from authz.store.migration_schema import (
+    integration_quotas,
+    migration_job_items,
+    migration_jobs,
+    quota_changes,
+)
 from authz.store.store import Store
 
 UsageSource = Callable[[str], Mapping[str, int]]
@@ -97,17 +101,18 @@ class Job:
         return self.done + self.rejected
 
 
+USAGE_WINDOW = dt.timedelta(days=90)
+
+
 def default_usage_source(store: Store) -> UsageSource:
-    """Finance usage from the audit trail (authz.store.audit.usage_by_user) when that module
-    is installed; otherwise nobody has usage, so automatic migration adds nobody."""
+    """Finance usage from the audit trail (authz.store.audit.usage_by_user: checks per user
+    over the last 90 days) when that module is installed; otherwise nobody has usage, so
+    automatic migration adds nobody rather than guessing."""
     try:
-        from authz.store import audit  # type: ignore[attr-defined,unused-ignore]
-        fn = audit.usage_by_user
-    except (ImportError, AttributeError):
+        from authz.store.audit import usage_by_user
+    except ImportError:
         return lambda org_id: {}
-    if len(inspect.signature(fn).parameters) == 1:
-        return lambda org_id: dict(fn(org_id))
-    return lambda org_id: dict(fn(store.engine, org_id))
+    return lambda org_id: usage_by_user(store.engine, org_id, _now() - USAGE_WINDOW)
 
 
 def _now() -> dt.datetime:
