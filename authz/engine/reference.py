@@ -81,8 +81,9 @@ def _subject_roles(snap: DirectorySnapshot, crm: CrmUser, products: Sequence[str
 class ReferenceView:
     """A PolicyView over one organization's compiled policy, answered by `enforce`.
 
-    Used as is, it asks with the role subjects `decide` passes; `for_request` gives a
-    view that asks as the requesting user's own subject, through the `g` links.
+    Used as is, it asks with the role subjects `decide` passes (and, for approvers, the
+    e-mail's user subject, whose `g` links count as that user's roles); `for_request`
+    gives a view that asks as the requesting user's own subject only.
     """
 
     def __init__(self, enforcer: casbin.Enforcer, manifest: dict[str, Any],
