@@ -19,6 +19,7 @@ from authz.engine.engine import DEFAULT_POLICY_DIR
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DB = "sqlite:///var/authz.db"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+AUDIT_CHOICES = {"audit_mode": ("strict", "batched", "off"), "audit_when_full": ("block", "drop")}
 
 
 class ConfigError(Exception):
@@ -37,6 +38,11 @@ class Config:
     workers: int = 16  # threads running decisions and store calls
     warm: bool = True  # load every organization's policy before reporting SERVING
     max_batch: int = 1000  # CheckBatch item limit (documented in the proto)
+    # The audit trail (authz.audit.writer): strict waits for the commit, batched queues.
+    audit_mode: str = "batched"  # strict | batched | off
+    audit_queue: int = 10_000  # writer queue bound, in entries
+    audit_when_full: str = "block"  # block | drop (drops are counted per organization)
+    audit_flush_interval: float = 0.05  # seconds between batched writes
 
 
 # name -> environment variable; the file uses the names themselves as keys.
@@ -49,6 +55,20 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     try:
         if name == "policy_dir":
             return Path(str(value))
+        if name in AUDIT_CHOICES:
+            text = str(value).strip().lower()
+            if text not in AUDIT_CHOICES[name]:
+                raise ValueError("expected one of " + ", ".join(AUDIT_CHOICES[name]))
+            return text
+        if name == "audit_flush_interval":
+            interval = float(value)
+            if not 0 < interval <= 60:
+                raise ValueError("must be more than 0 and at most 60 seconds")
+            return interval
+        if name == "audit_queue":
+            if isinstance(value, bool) or int(value) < 1:
+                raise ValueError("expected an integer, at least 1")
+            return int(value)
         if name == "grace":
             out: Any = float(value)
             if out < 0:
