@@ -80,6 +80,9 @@ class Server:
         policies = PolicySet(cfg.policy_dir)
         orgs = await loop.run_in_executor(self._executor, policies.warm) if cfg.warm else 0
         service.ready(Engine(policies, self._store), self._store)
+        from .migrate_rpc import start_migrations  # resumes unfinished jobs, starts the schedule
+
+        self._migrations = start_migrations(service, self._store, policies)
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         event(log, logging.INFO, "serving", organizations=orgs, policy_dir=str(cfg.policy_dir),
@@ -94,6 +97,8 @@ class Server:
         if self._grpc is not None:
             event(log, logging.INFO, "draining", grace=grace)
             await self._grpc.stop(grace)
+        if getattr(self, "_migrations", None) is not None:
+            self._migrations.stop()  # type: ignore[union-attr]
         if self._store is not None:
             self._store.close()
             self._store = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import Executor
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -111,8 +111,35 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
 
     async def Migrate(self, request: pb.MigrateRequest,
                       context: grpc.aio.ServicerContext[Any, Any]) -> pb.MigrateResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Migrate is not implemented yet")
-        raise AssertionError("unreachable")
+        from . import migrate_rpc  # the migration runtime (jobs, schedule, outbox) lives there
+
+        await self._parts(context)
+        try:
+            return await migrate_rpc.migrate(self, request)
+        except AuthzError as exc:
+            await _abort(context, exc)
+
+    async def GetMigrationJob(self, request: pb.GetMigrationJobRequest,
+                              context: grpc.aio.ServicerContext[Any, Any]) -> pb.MigrationJob:
+        from . import migrate_rpc
+
+        await self._parts(context)
+        try:
+            return await migrate_rpc.get_job(self, request)
+        except AuthzError as exc:
+            await _abort(context, exc)
+
+    async def WatchMigrationJob(self, request: pb.GetMigrationJobRequest,
+                                context: grpc.aio.ServicerContext[Any, Any]
+                                ) -> AsyncIterator[pb.MigrationJob]:
+        from . import migrate_rpc
+
+        await self._parts(context)
+        try:
+            async for job in migrate_rpc.watch_job(self, request, context):
+                yield job
+        except AuthzError as exc:
+            await _abort(context, exc)
 
     async def ListFilter(self, request: pb.ListFilterRequest,
                          context: grpc.aio.ServicerContext[Any, Any]) -> pb.ListFilterResponse:

@@ -86,5 +86,5 @@ integration_users = sa.Table(
 
 # Later revisions' tables live in their own modules on this metadata; importing them here
 # keeps "schema.metadata" complete for the migrated-database comparison.
+import authz.store.audit_schema  # noqa: E402
 import authz.store.migration_schema  # noqa: E402,F401
-import authz.store.audit_schema  # noqa: E402,F401
