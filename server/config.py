@@ -43,6 +43,18 @@ class Config:
     audit_queue: int = 10_000  # writer queue bound, in entries
     audit_when_full: str = "block"  # block | drop (drops are counted per organization)
     audit_flush_interval: float = 0.05  # seconds between batched writes
+    # Security and operations (server/security.py, reload.py, healthwatch.py, metrics.py);
+    # empty paths mean "off", so `make serve` stays plaintext on loopback.
+    tls_cert: str = ""  # server certificate chain (PEM); with tls_key turns TLS on
+    tls_key: str = ""  # server private key (PEM)
+    tls_client_ca: str = ""  # CA that signs client certificates: the listen port needs mTLS
+    token_listen: str = ""  # extra TLS port without client certificates (bearer-token callers)
+    callers_file: str = ""  # YAML of calling services (scopes, orgs, certs, token hashes)
+    allow_insecure: bool = False  # permit plaintext or no authentication off loopback
+    max_message_bytes: int = 16 * 1024 * 1024  # largest request accepted
+    reload_interval: float = 2.0  # seconds between policy/callers change polls; 0: SIGHUP only
+    health_interval: float = 1.0  # seconds between database reachability probes; 0: off
+    metrics_listen: str = ""  # host:port for Prometheus /metrics; empty: off
 
 
 # name -> environment variable; the file uses the names themselves as keys.
@@ -69,19 +81,19 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if isinstance(value, bool) or int(value) < 1:
                 raise ValueError("expected an integer, at least 1")
             return int(value)
-        if name == "grace":
+        if name in ("grace", "reload_interval", "health_interval"):
             out: Any = float(value)
             if out < 0:
                 raise ValueError("must not be negative")
             return out
-        if name in ("workers", "max_batch"):
+        if name in ("workers", "max_batch", "max_message_bytes"):
             if isinstance(value, bool):
                 raise ValueError("expected an integer")
             out = int(value)
             if out < 1:
                 raise ValueError("must be at least 1")
             return out
-        if name == "warm":
+        if name in ("warm", "allow_insecure"):
             if isinstance(value, bool):
                 return value
             text = str(value).strip().lower()
