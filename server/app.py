@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from authz.engine.engine import Engine, PolicySet
 from authz.v1 import authz_pb2, authz_pb2_grpc
 
+from .audit_rpc import AuditRpc, open_audit
 from .config import Config
 from .logs import event, setup_logging
 from .service import AuthzService, Store
@@ -52,6 +53,7 @@ class Server:
         self.health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self._store: Store | None = None
+        self._audit: AuditRpc | None = None
         self._executor = ThreadPoolExecutor(max_workers=config.workers,
                                             thread_name_prefix="authz-worker")
 
@@ -79,7 +81,8 @@ class Server:
         self._store = await loop.run_in_executor(self._executor, self.store_factory, cfg.db)
         policies = PolicySet(cfg.policy_dir)
         orgs = await loop.run_in_executor(self._executor, policies.warm) if cfg.warm else 0
-        service.ready(Engine(policies, self._store), self._store)
+        self._audit = open_audit(cfg, self._store)
+        service.ready(Engine(policies, self._store), self._store, self._audit)
         from .migrate_rpc import start_migrations  # resumes unfinished jobs, starts the schedule
 
         self._migrations = start_migrations(service, self._store, policies)
@@ -97,6 +100,9 @@ class Server:
         if self._grpc is not None:
             event(log, logging.INFO, "draining", grace=grace)
             await self._grpc.stop(grace)
+        if self._audit is not None:  # answered calls' entries go to the store before it closes
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._audit.close)
+            self._audit = None
         if getattr(self, "_migrations", None) is not None:
             self._migrations.stop()  # type: ignore[union-attr]
         if self._store is not None:

@@ -41,6 +41,9 @@ def register(sub: Any) -> None:
     p.add_argument("--grace", type=float,
                    help="seconds in-flight calls get on SIGTERM (env AUTHZ_GRACE; default 10)")
     p.add_argument("--workers", type=int, help="decision threads (env AUTHZ_WORKERS; default 16)")
+    p.add_argument("--audit-mode", choices=("strict", "batched", "off"),
+                   help="strict: recorded before the answer leaves; batched: queued, written "
+                        "in the background (env AUTHZ_AUDIT_MODE; default batched)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check", help="ask a running server one question and print the answer")
@@ -81,7 +84,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         cfg = config.load(
             {"listen": args.listen, "db": args.db, "policy_dir": args.policy_dir,
-             "log_level": args.log_level, "grace": args.grace, "workers": args.workers},
+             "log_level": args.log_level, "grace": args.grace, "workers": args.workers,
+             "audit_mode": args.audit_mode},
             config_file=args.config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

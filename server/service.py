@@ -16,6 +16,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import grpc
 from grpc_status import rpc_status
 
+from authz.attribution import AttributionDenied
 from authz.decision import CheckRequest, Decision
 from authz.directory import CrmUser, FinanceUser, IntegrationUser
 from authz.engine.engine import Engine
@@ -24,6 +25,9 @@ from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc as pb_grpc
 
 from . import convert, listfilter_rpc
+from .audit_rpc import AuditRpc, abort_denied, open_audit
+from .callers import current_caller
+from .config import Config
 from .logs import event
 
 log = logging.getLogger("authz.server")
@@ -51,10 +55,18 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
         self.executor = executor
         self.max_batch = max_batch
         self._ready: tuple[Engine, Store] | None = None
+        self.audit: AuditRpc | None = None
 
-    def ready(self, engine: Engine, store: Store) -> None:
-        """Start answering; until then calls get UNAVAILABLE (clients retry those)."""
+    def ready(self, engine: Engine, store: Store, audit: AuditRpc | None = None) -> None:
+        """Start answering; until then calls get UNAVAILABLE (clients retry those).
+        Without `audit`, nothing is recorded (tests of the transport alone)."""
+        self.audit = audit or open_audit(Config(audit_mode="off"), store)
         self._ready = (engine, store)
+
+    async def _audited(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Engine, AuditRpc]:
+        engine, _ = await self._parts(context)
+        assert self.audit is not None  # set by ready()
+        return engine, self.audit
 
     async def _parts(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Engine, Store]:
         if self._ready is None:
@@ -67,18 +79,19 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
 
     async def Check(self, request: pb.CheckRequest,
                     context: grpc.aio.ServicerContext[Any, Any]) -> pb.CheckResponse:
-        engine, _ = await self._parts(context)
+        engine, audit = await self._audited(context)
         try:
             req = convert.check_request(request)
-            decision: Decision = await self._run(engine.check, req)
+            decision, recorded = await self._run(audit.check, engine, req, current_caller.get().name)
         except AuthzError as exc:
             await _abort(context, exc)
+        await audit.confirm(recorded, context)  # strict: recorded before the answer leaves
         _log_decision(req, decision)
         return convert.check_response(decision)
 
     async def CheckBatch(self, request: pb.CheckBatchRequest,
                          context: grpc.aio.ServicerContext[Any, Any]) -> pb.CheckBatchResponse:
-        engine, _ = await self._parts(context)
+        engine, audit = await self._audited(context)
         n = len(request.requests)
         if n > self.max_batch:
             await _abort(context, InvalidArgument(
@@ -91,7 +104,10 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
             except InvalidArgument as exc:
                 parsed.append(InvalidArgument(f"requests[{i}].{exc.field}", exc.description))
         valid = [p for p in parsed if isinstance(p, CheckRequest)]
-        decided = iter(await self._run(engine.check_many, valid))
+        decisions, recorded = await self._run(audit.check_many, engine, valid,
+                                              current_caller.get().name)
+        await audit.confirm(recorded, context)
+        decided = iter(decisions)
         out = pb.CheckBatchResponse()
         for i, p in enumerate(parsed):
             result = p if isinstance(p, AuthzError) else next(decided)
@@ -106,8 +122,33 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
 
     async def Attribute(self, request: pb.AttributeRequest,
                         context: grpc.aio.ServicerContext[Any, Any]) -> pb.AttributeResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Attribute is not implemented yet")
-        raise AssertionError("unreachable")
+        engine, audit = await self._audited(context)
+        try:
+            response, recorded = await self._run(audit.attribute, engine, request,
+                                                 current_caller.get().name)
+        except AttributionDenied as exc:
+            await abort_denied(context, exc)
+            raise AssertionError("unreachable") from exc
+        except AuthzError as exc:
+            await _abort(context, exc)
+        await audit.confirm(recorded, context)
+        return response
+
+    async def QueryAudit(self, request: pb.QueryAuditRequest,
+                         context: grpc.aio.ServicerContext[Any, Any]) -> pb.QueryAuditResponse:
+        _, audit = await self._audited(context)
+        try:
+            return await self._run(audit.query, request)
+        except AuthzError as exc:
+            await _abort(context, exc)
+
+    async def VerifyAudit(self, request: pb.VerifyAuditRequest,
+                          context: grpc.aio.ServicerContext[Any, Any]) -> pb.VerifyAuditResponse:
+        _, audit = await self._audited(context)
+        try:
+            return await self._run(audit.verify, request)
+        except AuthzError as exc:
+            await _abort(context, exc)
 
     async def Migrate(self, request: pb.MigrateRequest,
                       context: grpc.aio.ServicerContext[Any, Any]) -> pb.MigrateResponse:

@@ -177,7 +177,7 @@ def test_empty_batch(client: AuthzClient) -> None:
     assert client.check_batch([]) == []
 
 
-@pytest.mark.parametrize("rpc", ["Attribute", "Migrate"])
+@pytest.mark.parametrize("rpc", ["Migrate"])
 def test_unimplemented_rpcs(stub: authz_pb2_grpc.AuthzServiceStub, rpc: str) -> None:
     request = pb.AttributeRequest() if rpc == "Attribute" else pb.MigrateRequest()
     with pytest.raises(grpc.RpcError) as info:

@@ -1,0 +1,224 @@
+"""The audit trail on the server: recording each decision and attribution, the Attribute
+RPC, and the QueryAudit / VerifyAudit RPCs.
+
+Recording is split in two so that neither the event loop nor the batched hot path waits
+on the database: `check`/`attribute` run in a worker thread (decide, build the entry,
+queue it; with a full queue and the block policy, the worker waits, not the loop), and
+`confirm` runs on the loop, awaiting the commit only in strict mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import code_pb2, error_details_pb2
+from grpc_status import rpc_status
+
+from authz.attribution import Attribution, AttributionDenied, Operation, PriorDecision, attribute
+from authz.audit.chain import AuditEntry
+from authz.audit.record import attribution_entry, check_entry
+from authz.audit.writer import AuditUnavailable, AuditWriter, WhenFull, WriteMode
+from authz.decision import CheckRequest, Decision, Mode
+from authz.directory import DirectorySnapshot
+from authz.engine.engine import Engine
+from authz.errors import AuthzError, FailedPrecondition, InvalidArgument, NotFound
+from authz.store.audit import MAX_PAGE, AuditStore, Query
+from authz.v1 import authz_pb2 as pb
+
+from . import convert
+from .config import Config
+
+_MAX_TEXT = 256
+
+
+class Snapshots(Protocol):
+    def snapshot(self, org_id: str, min_revision: int = 0) -> DirectorySnapshot: ...
+
+
+class AuditRpc:
+    """Records decisions and attributions through one writer; answers audit RPCs."""
+
+    def __init__(self, writer: AuditWriter, trail: AuditStore | None, directory: Snapshots) -> None:
+        self.writer = writer
+        self.trail = trail
+        self.directory = directory
+
+    # -- recording (worker threads) ----------------------------------------------------
+
+    def _crm_user(self, req: CheckRequest, d: Decision) -> str:
+        """The requesting CRM user's id. In legacy mode the decision names the owner, so
+        look the user up (a cached snapshot: no query on the hot path)."""
+        if d.mode == Mode.UNIFIED:
+            return d.identity.crm_user_id or req.user
+        crm = self.directory.snapshot(req.org_id).crm_user(req.user)
+        return crm.id if crm is not None else req.user
+
+    def check(self, engine: Engine, req: CheckRequest, caller: str) -> tuple[Decision, Future[None]]:
+        """Decide and queue the entry; the future settles when it is recorded (strict)."""
+        d = engine.check(req)
+        if self.writer.mode == WriteMode.OFF:
+            return d, self._submit([])
+        return d, self._submit([check_entry(req, d, self._crm_user(req, d), caller)])
+
+    def check_many(self, engine: Engine, reqs: Sequence[CheckRequest],
+                   caller: str) -> tuple[list[Decision | AuthzError], Future[None]]:
+        """Decide a batch; every decided item is recorded (the items in error are not)."""
+        out = engine.check_many(reqs)
+        if self.writer.mode == WriteMode.OFF:
+            return out, self._submit([])
+        entries = [check_entry(r, d, self._crm_user(r, d), caller)
+                   for r, d in zip(reqs, out, strict=True) if isinstance(d, Decision)]
+        return out, self._submit(entries)
+
+    def _submit(self, entries: list[AuditEntry]) -> Future[None]:
+        fut = self.writer.submit(entries, wait=True)
+        assert fut is not None  # wait=True never returns None
+        return fut
+
+    def attribute(self, engine: Engine, msg: pb.AttributeRequest,
+                  caller: str) -> tuple[pb.AttributeResponse, Future[None]]:
+        """Name the identity to act as and queue the attribution entry. Any error raises
+        before anything is queued: a refused attribution is never recorded as done."""
+        org_id = _text(msg.org_id, "org_id", True)
+        op = Operation(_text(msg.user, "user", True), _text(msg.action, "action", True),
+                       _text(msg.module, "module", True), _text(msg.record_id, "record_id"))
+        org = engine.policies.get(org_id)
+        snap = self.directory.snapshot(org_id)
+        prior = self._prior(_text(msg.decision_id, "decision_id")) if msg.decision_id else None
+        a = attribute(org, snap, op, prior)
+        crm = snap.crm_user(op.user)
+        crm_user = crm.id if crm is not None else op.user
+        fut = self._submit([attribution_entry(org_id, crm_user, op, a, caller)])
+        return _attribution_response(a), fut
+
+    def _prior(self, decision_id: str) -> PriorDecision:
+        """The cited decision as recorded. A batched entry may still be queued: flush once."""
+        if self.trail is None:
+            raise FailedPrecondition("the audit trail is off: decisions cannot be cited")
+        e = self.trail.decision(decision_id)
+        if e is None and self.writer.flush(timeout=5.0):
+            e = self.trail.decision(decision_id)
+        if e is None:
+            raise NotFound(f"decision {decision_id} is not in the audit trail")
+        return PriorDecision(e.decision_id, e.org_id, e.crm_user, e.action, e.module, e.record_id,
+                             e.allowed)
+
+    # -- on the event loop -------------------------------------------------------------
+
+    async def confirm(self, recorded: Future[None], context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Return once the entry is recorded (strict) or queued (batched); a failed strict
+        write ends the call UNAVAILABLE: the caller must not act on an unrecorded decision."""
+        if recorded.done() and recorded.exception() is None:
+            return
+        try:
+            await asyncio.wrap_future(recorded)
+        except AuditUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+    # -- audit RPCs (worker threads) ---------------------------------------------------
+
+    def _trail(self) -> AuditStore:
+        if self.trail is None:
+            raise FailedPrecondition("the audit trail is off on this server")
+        return self.trail
+
+    def query(self, msg: pb.QueryAuditRequest) -> pb.QueryAuditResponse:
+        trail = self._trail()
+        org_id = _text(msg.org_id, "org_id", True)
+        if not 0 <= msg.page_size <= MAX_PAGE:
+            raise InvalidArgument("page_size", f"1 to {MAX_PAGE}, or 0 for 100")
+        try:
+            after = int(msg.page_token) if msg.page_token else 0
+        except ValueError:
+            raise InvalidArgument("page_token", "not a token this server returned") from None
+        user = _text(msg.user, "user")
+        if "@" in user:  # the trail holds CRM user ids; accept an address too
+            crm = self.directory.snapshot(org_id).crm_user(user)
+            user = crm.id if crm is not None else user
+        page = trail.query(Query(
+            org_id, crm_user=user, record_id=_text(msg.record_id, "record_id"),
+            decision_id=_text(msg.decision_id, "decision_id"),
+            since=_time(msg.since) if msg.HasField("since") else None,
+            until=_time(msg.until) if msg.HasField("until") else None,
+            after_seq=after, limit=msg.page_size or 100))
+        return pb.QueryAuditResponse(entries=[_entry_pb(e) for e in page.entries],
+                                     next_page_token=str(page.next_after) if page.next_after else "")
+
+    def verify(self, msg: pb.VerifyAuditRequest) -> pb.VerifyAuditResponse:
+        trail = self._trail()
+        self.writer.flush(timeout=5.0)  # verify what this server has acknowledged
+        v = trail.verify(_text(msg.org_id, "org_id", True))
+        return pb.VerifyAuditResponse(ok=v.ok, checked=v.checked, head_seq=v.head.seq,
+                                      checkpoint_seq=v.head.checkpoint_seq,
+                                      problems=[str(b) for b in v.breaks], dropped=v.head.dropped)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop the writer (at shutdown, before the store)."""
+        self.writer.close(timeout)
+
+
+def _text(value: str, field: str, required: bool = False) -> str:
+    if required and not value.strip():
+        raise InvalidArgument(field, "required")
+    if len(value) > _MAX_TEXT:
+        raise InvalidArgument(field, f"longer than {_MAX_TEXT} characters")
+    return value
+
+
+def _time(ts: Timestamp) -> dt.datetime:
+    return ts.ToDatetime(tzinfo=dt.UTC)
+
+
+def _attribution_response(a: Attribution) -> pb.AttributeResponse:
+    i = a.identity
+    return pb.AttributeResponse(
+        identity=pb.Identity(kind=convert._KINDS[i.kind], crm_user_id=i.crm_user_id, email=i.email,
+                             display_name=i.display_name, books_user_id=i.books_user_id,
+                             subscriptions_user_id=i.subscriptions_user_id,
+                             integration_user_id=i.integration_user_id, roles=i.roles),
+        display_name=a.display_name, send_from_email=a.send_from, attribution_id=a.attribution_id,
+        mode=convert._MODES[a.mode], act_as=a.act_as, send_from_note=a.send_from_note,
+        policy_revision=a.policy_revision, directory_revision=a.directory_revision,
+        decision_id=a.decision_id)
+
+
+def _entry_pb(e: AuditEntry) -> pb.AuditEntry:
+    return pb.AuditEntry(
+        org_id=e.org_id, seq=e.seq, kind=e.kind, at=e.at, decision_id=e.decision_id,
+        crm_user=e.crm_user, acting_kind=e.acting_kind, acting_id=e.acting_id, action=e.action,
+        module=e.module, record_id=e.record_id, allowed=e.allowed, reason=e.reason, mode=e.mode,
+        policy_revision=e.policy_revision, directory_revision=e.directory_revision,
+        caller=e.caller, prev_hash=e.prev_hash, hash=e.hash)
+
+
+async def abort_denied(context: grpc.aio.ServicerContext[Any, Any], exc: AttributionDenied) -> None:
+    """PERMISSION_DENIED with the decision reason as a google.rpc.ErrorInfo a caller can read."""
+    status = convert.error_status(exc)
+    info = error_details_pb2.ErrorInfo(reason=exc.reason.upper(), domain="authz.v1")
+    status.details.add().Pack(info)
+    assert status.code == code_pb2.PERMISSION_DENIED
+    await context.abort_with_status(rpc_status.to_status(status))
+
+
+def open_audit(config: Config, directory: Any) -> AuditRpc:
+    """The writer and trail `config` asks for, on the store's engine."""
+    mode = WriteMode(config.audit_mode)
+    engine = getattr(directory, "engine", None)
+    trail = AuditStore(engine) if engine is not None else None
+    if trail is None and mode != WriteMode.OFF:
+        raise FailedPrecondition(f"audit mode {mode} needs a database store")
+    writer = AuditWriter(trail if trail is not None else _NoSink(), mode,
+                         queue_size=config.audit_queue, when_full=WhenFull(config.audit_when_full),
+                         flush_interval=config.audit_flush_interval)
+    return AuditRpc(writer, trail, directory)
+
+
+class _NoSink:
+    def append(self, entries: Sequence[AuditEntry], dropped: object = None) -> None:
+        return None
