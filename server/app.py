@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from authz.engine.engine import Engine, PolicySet
 from authz.v1 import authz_pb2, authz_pb2_grpc
 
+from . import extauthz
 from .audit_rpc import AuditRpc, open_audit
 from .config import Config
 from .logs import event, setup_logging
@@ -67,8 +68,10 @@ class Server:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         service = AuthzService(self._executor, cfg.max_batch)
         authz_pb2_grpc.add_AuthzServiceServicer_to_server(service, self._grpc)
+        extauthz.add_to_server(self._grpc, service, self._executor)  # Envoy ext_authz
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
+            (SERVICE_NAME, extauthz.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            self._grpc)
         self.port = self._grpc.add_insecure_port(cfg.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen}")
