@@ -17,6 +17,7 @@ from collections.abc import Sequence
 COMMAND_GROUPS = (
     "authz.policy.cli",
     "authz.store.cli",
+    "authz.audit.cli",
     "authz.migration.cli",
     "authz_server.commands",
 )

@@ -1,0 +1,171 @@
+"""`authz audit verify|query|export|trim`: the trail, read and kept straight from the store.
+
+These talk to the database directly (not to a server) so that an auditor can verify a
+trail with no server running, and retention can run from cron. Exit codes: 0 ok,
+1 the chain does not hold (verify) or trimming was refused, 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import sys
+from typing import Any
+
+import sqlalchemy as sa
+
+from authz.store.audit import MAX_PAGE, AuditStore, Query, TrimRefused
+from authz.store.connect import DEFAULT_URL, make_engine
+
+
+def _common(p: argparse.ArgumentParser, org_required: bool = False) -> None:
+    p.add_argument("--db", default=os.environ.get("AUTHZ_DB", DEFAULT_URL),
+                   help="store URL (env AUTHZ_DB; default %(default)s)")
+    p.add_argument("--org", required=org_required,
+                   help="organization id" + ("" if org_required else " (default: every organization)"))
+
+
+def _when(text: str) -> dt.datetime:
+    """ISO 8601; a time without a zone is UTC."""
+    try:
+        at = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+
+
+def _range(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", type=_when, help="from this time (ISO 8601, UTC unless a zone is given)")
+    p.add_argument("--until", type=_when, help="before this time")
+
+
+def register(sub: Any) -> None:
+    """Add the `audit` command group to the top-level parser."""
+    a = sub.add_parser("audit", help="the audit trail: verify, query, export, retention")
+    asub = a.add_subparsers(dest="audit_command", metavar="SUBCOMMAND")
+    asub.required = True
+    p = asub.add_parser("verify", help="check each organization's hash chain; name changed or "
+                                       "removed entries (exit 1 when one does not hold)")
+    _common(p)
+    p.set_defaults(func=cmd_verify)
+    p = asub.add_parser("query", help="list an organization's entries, a page at a time")
+    _common(p, org_required=True)
+    p.add_argument("--user", default="", help="CRM user id")
+    p.add_argument("--record", default="", help="record id")
+    p.add_argument("--decision", default="", help="decision or attribution id")
+    _range(p)
+    p.add_argument("--limit", type=int, default=100, help=f"entries per page (at most {MAX_PAGE})")
+    p.add_argument("--page-token", default="", help="next page token printed by the previous page")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_query)
+    p = asub.add_parser("export", help="write entries as JSON lines (hashes included)")
+    _common(p)
+    _range(p)
+    p.add_argument("--out", default="-", help="file to write (default: standard output)")
+    p.set_defaults(func=cmd_export)
+    p = asub.add_parser("trim", help="retention: delete entries older than N days (a verified "
+                                     "prefix of each chain; verify still works afterwards)")
+    _common(p)
+    p.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    p.set_defaults(func=cmd_trim)
+
+
+def _open(args: argparse.Namespace) -> AuditStore | None:
+    try:
+        return AuditStore(make_engine(args.db))
+    except (ValueError, sa.exc.ArgumentError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    trail = _open(args)
+    if trail is None:
+        return 2
+    try:
+        orgs = [args.org] if args.org else trail.org_ids()
+        broken = 0
+        for org in orgs:
+            v = trail.verify(org)
+            h = v.head
+            extra = (f"; trimmed up to entry {h.checkpoint_seq}" if h.checkpoint_seq else "") + (
+                f"; {h.dropped} entries DROPPED by a full queue" if h.dropped else "")
+            if v.ok:
+                print(f"{org}: ok, {v.checked} entries, head {h.seq}{extra}")
+            else:
+                broken += 1
+                print(f"{org}: BROKEN, {len(v.breaks)} problem(s){extra}")
+                for b in v.breaks:
+                    print(f"  {b}")
+        if not orgs:
+            print("no audit entries")
+        return 1 if broken else 0
+    finally:
+        trail.engine.dispose()
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= MAX_PAGE or (args.page_token and not args.page_token.isdigit()):
+        print(f"error: --limit must be 1 to {MAX_PAGE}, --page-token as printed", file=sys.stderr)
+        return 2
+    trail = _open(args)
+    if trail is None:
+        return 2
+    try:
+        page = trail.query(Query(args.org, crm_user=args.user, record_id=args.record,
+                                 decision_id=args.decision, since=args.since, until=args.until,
+                                 after_seq=int(args.page_token or 0), limit=args.limit))
+    finally:
+        trail.engine.dispose()
+    for e in page.entries:
+        if args.json:
+            print(json.dumps(dataclasses.asdict(e), sort_keys=True))
+        else:
+            verdict = "ALLOW" if e.allowed else "DENY "
+            print(f"{e.seq:>6} {e.at} {e.kind:<9} {verdict} {e.crm_user} as {e.acting_kind}:"
+                  f"{e.acting_id or '-'} {e.action} {e.module} {e.record_id or '-'} "
+                  f"({e.reason}, {e.mode}, policy {e.policy_revision}, by {e.caller}) {e.decision_id}")
+    if page.next_after:
+        print(f"next page: --page-token {page.next_after}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    trail = _open(args)
+    if trail is None:
+        return 2
+    try:
+        if args.out == "-":
+            n = trail.export(sys.stdout, args.org, args.since, args.until)
+        else:
+            with open(args.out, "w", encoding="utf-8") as out:
+                n = trail.export(out, args.org, args.since, args.until)
+    finally:
+        trail.engine.dispose()
+    print(f"exported {n} entries", file=sys.stderr)
+    return 0
+
+
+def cmd_trim(args: argparse.Namespace) -> int:
+    if args.older_than < 0:
+        print("error: --older-than must not be negative", file=sys.stderr)
+        return 2
+    trail = _open(args)
+    if trail is None:
+        return 2
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(days=args.older_than)
+    try:
+        done = trail.trim(before, args.org)
+    except TrimRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        trail.engine.dispose()
+    for org, n in sorted(done.items()):
+        print(f"{org}: trimmed {n} entries recorded before {before.isoformat()}")
+    if not done:
+        print("nothing to trim")
+    return 0
