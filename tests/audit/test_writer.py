@@ -1,0 +1,145 @@
+"""The audit writer: strict waits for the commit, batched queues, and a full queue
+either waits or drops with a count, never silently."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+
+import pytest
+
+from authz.audit.chain import AuditEntry
+from authz.audit.writer import AuditUnavailable, AuditWriter, WhenFull, WriteMode
+
+
+def entry(i: int, org: str = "acme-eu") -> AuditEntry:
+    return AuditEntry(org_id=org, seq=0, kind="check", at="2025-06-01T12:00:00.000000Z",
+                      decision_id=f"d{i}", crm_user="u-sam", acting_kind="finance_user",
+                      acting_id="b-sam", action="view", module="invoices", record_id="",
+                      allowed=True, reason="granted", mode="unified", policy_revision="p",
+                      directory_revision=1, caller="t")
+
+
+class Sink:
+    """Records batches; can be made to fail, or to hold every write until released."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[AuditEntry]] = []
+        self.dropped: dict[str, int] = {}
+        self.fail = False
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def append(self, entries: Sequence[AuditEntry], dropped: Mapping[str, int] | None = None) -> None:
+        self.entered.set()
+        self.gate.wait(10)
+        if self.fail:
+            raise OSError("database unreachable")
+        self.batches.append(list(entries))
+        for org, n in (dropped or {}).items():
+            self.dropped[org] = self.dropped.get(org, 0) + n
+
+    @property
+    def ids(self) -> list[str]:
+        return [e.decision_id for b in self.batches for e in b]
+
+
+def test_strict_future_settles_only_once_written() -> None:
+    sink = Sink()
+    sink.gate.clear()
+    w = AuditWriter(sink, WriteMode.STRICT)
+    fut = w.submit([entry(1), entry(2)])
+    assert fut is not None
+    assert sink.entered.wait(5)
+    assert not fut.done()  # the write is under way: the answer must not leave yet
+    sink.gate.set()
+    fut.result(5)
+    assert sink.ids == ["d1", "d2"]
+    w.close()
+
+
+def test_strict_write_failure_fails_the_waiting_call() -> None:
+    sink = Sink()
+    sink.fail = True
+    w = AuditWriter(sink, WriteMode.STRICT)
+    fut = w.submit([entry(1)])
+    assert fut is not None
+    with pytest.raises(AuditUnavailable, match="unreachable"):
+        fut.result(5)
+    assert w.failed == 1
+    w.close()
+
+
+def test_batched_answers_at_once_and_writes_in_the_background() -> None:
+    sink = Sink()
+    w = AuditWriter(sink, WriteMode.BATCHED, flush_interval=0.01)
+    for i in range(50):
+        fut = w.submit([entry(i)])
+        assert fut is not None and fut.done()
+    assert w.flush(5)
+    assert sink.ids == [f"d{i}" for i in range(50)]
+    assert len(sink.batches) < 50  # batched, not one write per entry
+    w.close()
+
+
+def test_batched_keeps_entries_through_a_failed_write() -> None:
+    sink = Sink()
+    sink.fail = True
+    w = AuditWriter(sink, WriteMode.BATCHED, flush_interval=0.01, retry_delay=0.01)
+    w.submit([entry(1)])
+    assert not w.flush(0.2)
+    sink.fail = False
+    assert w.flush(5)
+    assert sink.ids == ["d1"]
+    w.close()
+
+
+def test_full_queue_with_drop_policy_counts_every_drop() -> None:
+    sink = Sink()
+    sink.gate.clear()
+    w = AuditWriter(sink, WriteMode.BATCHED, queue_size=2, when_full=WhenFull.DROP,
+                    max_batch=1, flush_interval=0.01)
+    w.submit([entry(0)])
+    assert sink.entered.wait(5)  # the flusher holds entry 0; the queue is empty again
+    for i in range(1, 6):
+        w.submit([entry(i, org="globex-us" if i == 5 else "acme-eu")])
+    assert w.dropped == 3 and w.pending() == 2
+    sink.gate.set()
+    assert w.flush(5)
+    w.close()
+    assert sorted(sink.ids) == ["d0", "d1", "d2"]
+    assert sink.dropped == {"acme-eu": 2, "globex-us": 1}  # written to the heads: visible
+
+
+def test_full_queue_with_block_policy_waits_and_loses_nothing() -> None:
+    sink = Sink()
+    sink.gate.clear()
+    w = AuditWriter(sink, WriteMode.BATCHED, queue_size=2, when_full=WhenFull.BLOCK,
+                    max_batch=1, flush_interval=0.01)
+    w.submit([entry(0)])
+    assert sink.entered.wait(5)
+    w.submit([entry(1)])
+    w.submit([entry(2)])
+    assert w.submit([entry(3)], wait=False) is None  # the event loop's path: wait elsewhere
+    blocked = threading.Thread(target=w.submit, args=([entry(3)],))
+    blocked.start()
+    blocked.join(0.1)
+    assert blocked.is_alive()  # waiting for room
+    sink.gate.set()
+    blocked.join(5)
+    assert not blocked.is_alive()
+    assert w.flush(5)
+    w.close()
+    assert sink.ids == ["d0", "d1", "d2", "d3"] and w.dropped == 0
+
+
+def test_off_records_nothing_and_close_drains_the_queue() -> None:
+    sink = Sink()
+    off = AuditWriter(sink, WriteMode.OFF)
+    assert off.submit([entry(1)]) is not None and off.flush()
+    off.close()
+    w = AuditWriter(sink, WriteMode.BATCHED, flush_interval=30)
+    w.submit([entry(2)])
+    w.close()
+    assert sink.ids == ["d2"]
