@@ -1,0 +1,209 @@
+"""Decision-core benchmark: latency by organization count, Casbin, differential, cold/reload.
+
+Everything runs in this process against `PolicySet` + `MemoryDirectory` + `Engine`, the
+objects the server serves with, over synthetic organizations compiled by the real
+compiler into a temporary folder (compiled in worker processes to save wall time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from authz.decision import CheckRequest
+from authz.directory import DirectorySnapshot
+from authz.engine import Engine, MemoryDirectory, PolicySet
+from authz.engine.decide import decide
+from authz.engine.index import load_enforcer
+from authz.engine.reference import ReferenceView
+from bench import orgs
+from bench.report import rss_mb, show
+
+ORG_COUNTS = (1, 100, 1_000, 10_000)
+USERS = 100
+COLD_USERS = 3_000
+
+
+def _percentile(sorted_ns: list[int], q: float) -> float:
+    return sorted_ns[min(len(sorted_ns) - 1, int(len(sorted_ns) * q))] / 1_000
+
+
+def _latencies(engine: Engine, reqs: list[CheckRequest]) -> tuple[float, float]:
+    """p50 and p99 of engine.check in µs, after a warm-up pass."""
+    check = engine.check
+    for req in reqs[: len(reqs) // 5]:
+        check(req)
+    clock = time.perf_counter_ns
+    samples = []
+    for req in reqs:
+        t0 = clock()
+        check(req)
+        samples.append(clock() - t0)
+    samples.sort()
+    return _percentile(samples, 0.50), _percentile(samples, 0.99)
+
+
+def _compile(out: Path, count: int, name: str = "org", workers: int = 2) -> None:
+    step = max(1, -(-count // (workers * 8)))
+    chunks = [(n, min(count, n + step)) for n in range(0, count, step)]
+    if count < 200:
+        orgs.write_orgs(out, 0, count, name=name)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_compile_chunk, [(out, a, b, name) for a, b in chunks]))
+
+
+def _compile_chunk(args: tuple[Path, int, int, str]) -> int:
+    out, a, b, name = args
+    return orgs.write_orgs(out, a, b, name=name)
+
+
+def _requests(rng: random.Random, ids: list[str], n: int) -> list[CheckRequest]:
+    return [orgs.request(rng, rng.choice(ids), USERS) for _ in range(n)]
+
+
+def _same(req: CheckRequest, a: Any, b: Any) -> bool:
+    return bool(dataclasses.replace(a, decision_id="") == dataclasses.replace(b, decision_id=""))
+
+
+def differential(policies: PolicySet, snaps: dict[str, DirectorySnapshot], ids: list[str],
+                 per_org: int, rng: random.Random) -> tuple[int, int, list[str]]:
+    """decide() over the index vs over the Casbin reference (filtered enforce)."""
+    asked = mismatched = 0
+    examples: list[str] = []
+    gen = policies.generated / "orgs"
+    for org_id in ids:
+        idx = policies.get(org_id)
+        snap = snaps[org_id]
+        ref = ReferenceView.load(gen / f"{org_id}.csv", gen / f"{org_id}.json", snap,
+                                 filtered=True)
+        for req in _requests(rng, [org_id], per_org):
+            a = decide(req, idx, snap)
+            b = decide(req, idx, snap, view=ref.for_request(req))
+            asked += 1
+            if not _same(req, a, b):
+                mismatched += 1
+                if len(examples) < 3:
+                    examples.append(f"{req}\n  index:     {a}\n  reference: {b}")
+    return asked, mismatched, examples
+
+
+def _casbin_p50(generated: Path, org_id: str, rng: random.Random, n: int) -> float:
+    """pycasbin enforce on one organization's full policy, asked as a role."""
+    enforcer = load_enforcer(generated / "orgs" / f"{org_id}.csv")
+    lines = enforcer.get_named_policy("p")
+    samples = []
+    for _ in range(n):
+        sub, prod, mod, act, _scope, _chan = rng.choice(lines)
+        if rng.random() < 0.5:
+            act = rng.choice(("approve", "write_off", "view", "edit"))
+        t0 = time.perf_counter_ns()
+        enforcer.enforce(sub, prod, mod, act, "yes", "crm")
+        samples.append(time.perf_counter_ns() - t0)
+    samples.sort()
+    return _percentile(samples, 0.5)
+
+
+def _timed_ms(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def cold_org(policies: PolicySet, out: Path, rng: random.Random, runs: int = 5) -> float:
+    """First decision in an organization nobody has asked about yet (3,000 users):
+    compiled policy load + index build + directory snapshot build + first decide."""
+    orgs.write_orgs(out, 0, runs, name="cold")
+    roles = orgs.role_ids(orgs.shared_tree(), orgs.Shape())
+    times = []
+    for n in range(runs):
+        org_id = orgs.org_name(n, "cold")
+        lists = orgs.directory_lists(org_id, roles, COLD_USERS)  # rows as the store returns them
+        req = orgs.request(rng, org_id, COLD_USERS)
+        t0 = time.perf_counter()
+        idx = policies.load(org_id)
+        snap = DirectorySnapshot.build(org_id, 1, *lists)
+        decide(req, idx, snap)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Run the decision-core benchmark; returns the figures for bench/results/latest.json."""
+    counts = ORG_COUNTS[:3] if quick else ORG_COUNTS
+    per_level = 20_000 if not quick else 5_000
+    rng = random.Random(20251124)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="authz-bench-") as tmp:
+        out = Path(tmp) / "generated"
+        t0 = time.perf_counter()
+        _compile(out, counts[-1])
+        print(f"  compiled {counts[-1]:,} organizations in {time.perf_counter() - t0:.1f} s "
+              f"({orgs.Shape()})", flush=True)
+        policies = PolicySet(out, cache_size=counts[-1] + 100)
+        directory = MemoryDirectory()
+        engine = Engine(policies, directory)
+        roles = orgs.role_ids(orgs.shared_tree(), orgs.Shape())
+        ids = [orgs.org_name(n) for n in range(counts[-1])]
+        snaps: dict[str, DirectorySnapshot] = {}
+        rss_before = rss_mb()
+        p50s: dict[str, float] = {}
+        p99s: dict[str, float] = {}
+        loaded = 0
+        t_load = 0.0
+        for count in counts:
+            t0 = time.perf_counter()
+            for org_id in ids[loaded:count]:
+                policies.load(org_id)
+                snaps[org_id] = directory_snap = orgs.directory(org_id, roles, USERS)
+                directory.put(directory_snap)
+            t_load += time.perf_counter() - t0
+            loaded = count
+            p50, p99 = _latencies(engine, _requests(rng, ids[:count], per_level))
+            p50s[str(count)], p99s[str(count)] = round(p50, 2), round(p99, 2)
+            show(f"decision p50 at {count:,} orgs", p50, "µs", target=10.0)
+            show(f"decision p99 at {count:,} orgs", p99, "µs")
+        print(f"  loaded {loaded:,} organizations (policy + {USERS}-user directory) in "
+              f"{t_load:.1f} s", flush=True)
+        rss_per_1000 = (rss_mb() - rss_before) / (loaded / 1000)
+        results["decision_p50_us_by_orgs"] = p50s
+        results["decision_p99_us_by_orgs"] = p99s
+        spread = max(p50s.values()) / min(p50s.values())
+        show(f"p50 spread {counts[0]} → {counts[-1]:,} orgs", spread, "×", target=1.5)
+        results["rss_mb_per_1000_orgs"] = round(rss_per_1000, 1)
+        show("RSS per 1,000 orgs (policy index + directory)", rss_per_1000, "MB")
+
+        casbin_p50 = _casbin_p50(out, ids[0], rng, 60 if quick else 200)
+        results["casbin_enforce_p50_us"] = round(casbin_p50, 1)
+        show("pycasbin enforce p50 (one org, full policy)", casbin_p50, "µs")
+        speedup = casbin_p50 / max(p50s.values())
+        results["speedup_vs_casbin"] = round(speedup, 1)
+        show("speedup vs casbin (worst decision p50)", speedup, "×", target=200, higher=True)
+
+        sample = rng.sample(ids, min(20, len(ids)))
+        per_org = (20_000 if quick else 100_000) // len(sample) + 1
+        t0 = time.perf_counter()
+        asked, bad, examples = differential(policies, snaps, sample, per_org, rng)
+        results["differential_requests"] = asked
+        results["differential_mismatches"] = bad
+        show(f"differential mismatches over {asked:,} requests ({len(sample)} orgs, "
+             f"{time.perf_counter() - t0:.0f} s)", bad, "", target=0)
+        for ex in examples:
+            print(ex)
+
+        cold = cold_org(policies, out, rng)
+        results["cold_org_3000_users_ms"] = round(cold, 2)
+        show(f"cold org, {COLD_USERS:,} users: load + index + directory + first decide", cold,
+             "ms", target=20.0)
+        reloads = [_timed_ms(lambda: policies.load(ids[0])) for _ in range(10)]
+        reload_ms = statistics.median(reloads)
+        results["org_reload_ms"] = round(reload_ms, 2)
+        show("org reload", reload_ms, "ms", target=50.0)
+    return results
