@@ -22,6 +22,7 @@ from grpc_status import rpc_status
 from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc as pb_grpc
 
+from . import channel as _ch
 from .types import (
     SERVER_UNAVAILABLE,
     CheckError,
@@ -93,8 +94,14 @@ class _Base:
 
     def __init__(self, target: str, *, deadline: float = DEFAULT_DEADLINE, retries: int = 3,
                  backoff: float = 0.05, max_backoff: float = 1.0,
-                 on_unavailable: OnUnavailable = "deny", fail_open: bool = False) -> None:
+                 on_unavailable: OnUnavailable = "deny", fail_open: bool = False,
+                 ca: _ch.PathOrBytes | None = None, cert: _ch.PathOrBytes | None = None,
+                 key: _ch.PathOrBytes | None = None, token: str | None = None) -> None:
+        """`ca` turns TLS on (server verified against it); `cert` and `key` add a client
+        certificate (mTLS); `token` is sent as `authorization: Bearer ...` on every call."""
         self.target = target
+        self._creds = _ch.credentials(ca, cert, key)
+        self._metadata = _ch.metadata(token)
         self.deadline = deadline
         self.retries = retries
         self.backoff = backoff
@@ -120,7 +127,7 @@ class AuthzClient(_Base):
 
     def __init__(self, target: str, *, channel: grpc.Channel | None = None, **kw: Any) -> None:
         super().__init__(target, **kw)
-        self._channel = channel or grpc.insecure_channel(target)
+        self._channel = channel or _ch.sync_channel(target, self._creds)
         self._stub = pb_grpc.AuthzServiceStub(self._channel)
 
     def __enter__(self) -> AuthzClient:
@@ -136,7 +143,7 @@ class AuthzClient(_Base):
         attempt = 0
         while True:
             try:
-                return fn(request, timeout=timeout or self.deadline)
+                return fn(request, timeout=timeout or self.deadline, metadata=self._metadata)
             except grpc.RpcError as err:
                 if err.code() not in _RETRYABLE or attempt >= self.retries:
                     raise
@@ -185,7 +192,7 @@ class AsyncAuthzClient(_Base):
     def __init__(self, target: str, *, channel: grpc.aio.Channel | None = None,
                  **kw: Any) -> None:
         super().__init__(target, **kw)
-        self._channel = channel or grpc.aio.insecure_channel(target)
+        self._channel = channel or _ch.aio_channel(target, self._creds)
         self._stub = pb_grpc.AuthzServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncAuthzClient:
@@ -202,7 +209,8 @@ class AsyncAuthzClient(_Base):
         attempt = 0
         while True:
             try:
-                return await fn(request, timeout=timeout or self.deadline)
+                return await fn(request, timeout=timeout or self.deadline,
+                                metadata=self._metadata)
             except grpc.RpcError as err:
                 if err.code() not in _RETRYABLE or attempt >= self.retries:
                     raise

@@ -25,6 +25,7 @@ from . import extauthz
 from .audit_rpc import AuditRpc, open_audit
 from .config import Config
 from .logs import event, setup_logging
+from .ops import Ops
 from .service import AuthzService, Store
 
 SERVICE_NAME = authz_pb2.DESCRIPTOR.services_by_name["AuthzService"].full_name
@@ -57,12 +58,12 @@ class Server:
         self._audit: AuditRpc | None = None
         self._executor = ThreadPoolExecutor(max_workers=config.workers,
                                             thread_name_prefix="authz-worker")
+        self.ops: Ops | None = None  # security, reload, health watcher, metrics (server/ops.py)
 
     async def start(self) -> None:
         cfg = self.config
-        self._grpc = grpc.aio.server(self._executor, options=[
-            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-        ])
+        self.ops = Ops(cfg, self.health, self._executor)
+        self._grpc = grpc.aio.server(self._executor, **self.ops.server_options())
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
@@ -72,9 +73,7 @@ class Server:
         reflection.enable_server_reflection(
             (SERVICE_NAME, extauthz.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
             self._grpc)
-        self.port = self._grpc.add_insecure_port(cfg.listen)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {cfg.listen}")
+        self.port = self.ops.bind(self._grpc)
         # Listen first so health probes get NOT_SERVING (not "connection refused")
         # while policies and the store load.
         await self._grpc.start()
@@ -91,6 +90,7 @@ class Server:
         self._migrations = start_migrations(service, self._store, policies)
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.ops.start(policies, self._store, ("", SERVICE_NAME))
         event(log, logging.INFO, "serving", organizations=orgs, policy_dir=str(cfg.policy_dir),
                                    db=_redact(cfg.db),
                                    load_seconds=round(time.monotonic() - t0, 3))
@@ -98,6 +98,8 @@ class Server:
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking calls, let in-flight ones finish within grace, then close the store."""
         grace = self.config.grace if grace is None else grace
+        if self.ops is not None:
+            await self.ops.stop()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._grpc is not None:
@@ -131,6 +133,7 @@ async def serve(config: Config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, stop, sig)
     server = Server(config)
+    loop.add_signal_handler(signal.SIGHUP, lambda: server.ops.on_sighup() if server.ops else None)
     try:
         await server.start()
     except Exception as exc:

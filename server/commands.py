@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import secure_cli
 from .config import DEFAULT_LISTEN, ENV, LOG_LEVELS, ConfigError
 
 # The client installs as `authz_client`; mypy, run over the source tree, knows it as
@@ -44,15 +45,31 @@ def register(sub: Any) -> None:
     p.add_argument("--audit-mode", choices=("strict", "batched", "off"),
                    help="strict: recorded before the answer leaves; batched: queued, written "
                         "in the background (env AUTHZ_AUDIT_MODE; default batched)")
+    secure_cli.add_serve_flags(p)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("check", help="ask a running server one question and print the answer")
+    p = sub.add_parser(
+        "check", help="ask a running server one question and print the answer",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Ask a running server (make serve) whether a CRM user may take an action "
+        "on a finance module,\nand print the decision. Exit code: 0 allowed, 1 denied, 2 request "
+        "refused, 3 no server answered.",
+        epilog="examples:\n"
+        "  authz check --org acme-eu --user u-sam --action view --module invoices\n"
+        "  authz check --org acme-eu --user u-fiona --action create --module invoices "
+        "--total 20000 --write-field discount\n"
+        "  authz check --request question.yaml        # CheckRequest fields in YAML or JSON\n"
+        "  authz check --request question.yaml --user u-paul   # flags override the file")
     p.add_argument("--server", default=os.environ.get(SERVER_ENV, DEFAULT_LISTEN),
                    help=f"server address (env {SERVER_ENV}; default %(default)s)")
-    p.add_argument("--org", required=True, help="organization id, e.g. acme-eu")
-    p.add_argument("--user", required=True, help="CRM user id or e-mail")
-    p.add_argument("--action", required=True, help="e.g. view, create, approve, email")
-    p.add_argument("--module", required=True, help="e.g. invoices, estimates")
+    p.add_argument("--request", type=Path, metavar="FILE",
+                   help="read the question from a YAML or JSON file of CheckRequest fields "
+                   "(org_id, user, action, module, record: {...}, write_fields: [...]); "
+                   "flags override it")
+    p.add_argument("--org", default="", help="organization id, e.g. acme-eu (or in --request)")
+    p.add_argument("--user", default="", help="CRM user id or e-mail (or in --request)")
+    p.add_argument("--action", default="", help="e.g. view, create, approve, email (or in --request)")
+    p.add_argument("--module", default="", help="e.g. invoices, estimates (or in --request)")
     p.add_argument("--product", default="", help="books or subscriptions (default: any)")
     for name in ("record-id", "customer-id", "owner", "currency", "status", "created-by",
                  "location"):
@@ -66,7 +83,9 @@ def register(sub: Any) -> None:
     p.add_argument("--min-revision", type=int, default=0, help="directory revision to wait for")
     p.add_argument("--deadline", type=float, default=5.0, help="seconds (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=cmd_check)
+    secure_cli.add_client_flags(p)
+    p.set_defaults(func=cmd_check, check_parser=p)
+    secure_cli.register(sub)  # dev-certs
 
     d = sub.add_parser("directory", help="manage organization directories in the store")
     dsub = d.add_subparsers(dest="directory_command", metavar="SUBCOMMAND")
@@ -79,14 +98,15 @@ def register(sub: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from . import app, config
+    from . import app, config, security
 
     try:
         cfg = config.load(
             {"listen": args.listen, "db": args.db, "policy_dir": args.policy_dir,
              "log_level": args.log_level, "grace": args.grace, "workers": args.workers,
-             "audit_mode": args.audit_mode},
+             "audit_mode": args.audit_mode, **secure_cli.serve_values(args)},
             config_file=args.config)
+        security.check_config(cfg)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -134,7 +154,13 @@ def cmd_directory_import(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .requestfile import RequestFileError, merge
 
+    try:
+        args = merge(args, args.check_parser.parse_args([]))
+    except RequestFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     q = authz_client.query(args.org, args.user, args.action, args.module, product=args.product,
               record=authz_client.Record(record_id=args.record_id, customer_id=args.customer_id,
                             owner=args.owner, total=args.total, currency=args.currency,
@@ -142,7 +168,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                             created_by=args.created_by, location=args.location),
               read_fields=args.read_field, write_fields=args.write_field,
               channel=args.channel, explain=args.explain, min_revision=args.min_revision)
-    with authz_client.AuthzClient(args.server, deadline=args.deadline) as client:
+    with authz_client.AuthzClient(args.server, deadline=args.deadline,
+                                  **secure_cli.client_kwargs(args)) as client:
         try:
             result: CheckResult = client.check_query(q)
         except authz_client.AuthzRpcError as exc:
@@ -155,6 +182,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         print(format_result(result))
     if not result.from_server:
+        print(f"no authz server answered at {args.server} within {args.deadline}s: start one "
+              "with `make serve`, or point --server (env AUTHZ_SERVER) at one", file=sys.stderr)
         return 3
     return 0 if result.allowed else 1
 

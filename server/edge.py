@@ -1,0 +1,207 @@
+"""The gate every AuthzService call passes: one interceptor, in a fixed order.
+
+1. authenticate (certificate or bearer token)     -> UNAUTHENTICATED
+2. the bytes decoded as the request type          -> INVALID_ARGUMENT
+3. scope for the method, organizations named      -> PERMISSION_DENIED
+4. generic limits (text, characters, counts)       -> INVALID_ARGUMENT
+5. deadline already spent                          -> DEADLINE_EXCEEDED (no work done)
+6. `current_caller` set, span opened, handler run, metrics recorded
+7. what escapes the handler is mapped: domain errors to their codes, an unreachable
+   database to UNAVAILABLE (clients retry it), anything else to INTERNAL with a
+   reference id in the log: a caller never sees a traceback or a bare UNKNOWN.
+
+Authentication comes first so that an unauthenticated peer learns nothing about the
+request format; authorization before validation for the same reason.
+Every service is gated except health and reflection (probes and tooling carry no
+data); the generic limits apply to AuthzService, whose messages are ours to bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeAlias
+
+import grpc
+from grpc_status import rpc_status
+from sqlalchemy import exc as sa_exc
+
+from authz.errors import AuthzError, InvalidArgument
+from authz.v1 import authz_pb2 as pb
+
+from . import convert, limits, metrics
+from .callers import current_caller
+from .logs import event
+from .security import Authenticator, Forbidden, Unauthenticated, authorize
+
+log = logging.getLogger("authz.server")
+SERVICE_PREFIX = "/" + pb.DESCRIPTOR.services_by_name["AuthzService"].full_name + "/"
+UNGATED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# A database that cannot be reached is an outage, not a bug: UNAVAILABLE, retryable.
+DB_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
+                  sa_exc.DisconnectionError)
+Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+
+class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Authenticates, authorizes, validates and maps errors for AuthzService RPCs."""
+
+    def __init__(self, auth: Authenticator) -> None:
+        self.auth = auth
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or method.startswith(UNGATED):
+            return handler
+        deserialize = limits.guard_deserializer(handler.request_deserializer)
+        if handler.request_streaming:
+            # No client-streaming RPC exists; one added later must be gated first.
+            return grpc.unary_unary_rpc_method_handler(_refuse_streaming,
+                                                       request_deserializer=deserialize)
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(method, handler.unary_stream), request_deserializer=deserialize,
+                response_serializer=handler.response_serializer)
+        return grpc.unary_unary_rpc_method_handler(
+            self._unary(method, handler.unary_unary), request_deserializer=deserialize,
+            response_serializer=handler.response_serializer)
+
+    def _unary(self, method: str, inner: Callable[[Any, Ctx], Awaitable[Any]]
+               ) -> Callable[[Any, Ctx], Awaitable[Any]]:
+        name = _short(method)
+
+        async def behavior(request: Any, context: Ctx) -> Any:
+            t0 = time.perf_counter()
+            await self._admit(method, request, context)
+            try:
+                with metrics.span(method):
+                    response = await inner(request, context)
+            except BaseException as exc:
+                await _fail(context, name, exc)
+            _observe(name, response, time.perf_counter() - t0)
+            return response
+        return behavior
+
+    def _stream(self, method: str, inner: Callable[[Any, Ctx], Any]
+                ) -> Callable[[Any, Ctx], AsyncIterator[Any]]:
+        name = _short(method)
+
+        async def behavior(request: Any, context: Ctx) -> AsyncIterator[Any]:
+            await self._admit(method, request, context)
+            try:
+                with metrics.span(method):
+                    result = inner(request, context)
+                    if hasattr(result, "__aiter__"):
+                        async for item in result:
+                            yield item
+                    else:  # a coroutine writing with context.write()
+                        await result
+            except BaseException as exc:
+                await _fail(context, name, exc)
+            metrics.RPCS.labels(name, "OK").inc()
+        return behavior
+
+    async def _admit(self, method: str, request: Any, context: Ctx) -> None:
+        name = _short(method)
+        try:
+            caller = self.auth.authenticate(context)
+        except Unauthenticated as exc:
+            metrics.AUTH_FAILURES.labels("UNAUTHENTICATED").inc()
+            event(log, logging.INFO, "unauthenticated", method=name, peer=context.peer(),
+                  error=str(exc))
+            await _abort(context, name, grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        if isinstance(request, limits.Undecodable):
+            await _abort(context, name, grpc.StatusCode.INVALID_ARGUMENT,
+                         f"request: cannot decode as {name}'s request type ({request.error})")
+        if self.auth.enabled:
+            try:
+                authorize(caller, method, limits.org_ids(request))
+            except Forbidden as exc:
+                metrics.AUTH_FAILURES.labels("PERMISSION_DENIED").inc()
+                event(log, logging.INFO, "permission_denied", method=name, caller=caller.name,
+                      error=str(exc))
+                await _abort(context, name, grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        try:
+            if method.startswith(SERVICE_PREFIX):
+                limits.check_message(request)
+        except InvalidArgument as exc:
+            await _abort_status(context, name, exc)
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            await _abort(context, name, grpc.StatusCode.DEADLINE_EXCEEDED,
+                         "deadline passed before the call was started")
+        current_caller.set(caller)
+
+
+def _short(method: str) -> str:
+    """"/authz.v1.AuthzService/Check" -> "Check"; other services keep their full path."""
+    return method[len(SERVICE_PREFIX):] if method.startswith(SERVICE_PREFIX) else method
+
+
+async def _refuse_streaming(request: Any, context: Ctx) -> NoReturn:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "client-streaming RPCs are not gated")
+    raise AssertionError("unreachable")
+
+
+async def _abort(context: Ctx, name: str, code: grpc.StatusCode, message: str) -> NoReturn:
+    metrics.RPCS.labels(name, code.name).inc()
+    await context.abort(code, message)
+    raise AssertionError("unreachable")
+
+
+async def _abort_status(context: Ctx, name: str, exc: AuthzError) -> NoReturn:
+    status = convert.error_status(exc)
+    metrics.RPCS.labels(name, grpc.StatusCode(_code(status.code)).name).inc()
+    await context.abort_with_status(rpc_status.to_status(status))
+    raise AssertionError("unreachable")
+
+
+def _code(value: int) -> tuple[int, str]:
+    for c in grpc.StatusCode:
+        if c.value[0] == value:
+            return c.value  # type: ignore[no-any-return]
+    return grpc.StatusCode.UNKNOWN.value  # type: ignore[no-any-return]
+
+
+async def _fail(context: Ctx, name: str, exc: BaseException) -> NoReturn:
+    """Map what escaped a handler to a status; re-raise aborts and cancellations."""
+    if isinstance(exc, grpc.aio.AbortError | asyncio.CancelledError) or not isinstance(exc, Exception):
+        code = context.code() if hasattr(context, "code") else None
+        if isinstance(code, grpc.StatusCode):
+            metrics.RPCS.labels(name, code.name).inc()
+        raise exc
+    if isinstance(exc, AuthzError):
+        await _abort_status(context, name, exc)
+    if isinstance(exc, DB_UNAVAILABLE):
+        event(log, logging.WARNING, "store_unavailable", method=name, error=str(exc.orig or exc)
+              if isinstance(exc, sa_exc.DBAPIError) else str(exc))
+        await _abort(context, name, grpc.StatusCode.UNAVAILABLE,
+                     "the directory store is unreachable; retry shortly")
+    ref = uuid.uuid4().hex[:12]
+    event(log, logging.ERROR, "internal_error", method=name, ref=ref, error=repr(exc),
+          exc_info=True)  # still inside the handler's except clause
+    await _abort(context, name, grpc.StatusCode.INTERNAL, f"internal error (ref {ref})")
+
+
+def _observe(name: str, response: Any, seconds: float) -> None:
+    metrics.RPCS.labels(name, "OK").inc()
+    if isinstance(response, pb.CheckResponse):
+        metrics.DECISION_SECONDS.labels(name).observe(seconds)
+        _count(response)
+    elif isinstance(response, pb.CheckBatchResponse):
+        metrics.DECISION_SECONDS.labels(name).observe(seconds)
+        for r in response.results:
+            if r.HasField("response"):
+                _count(r.response)
+
+
+def _count(r: pb.CheckResponse) -> None:
+    outcome = "allow" if r.decision == pb.DECISION_ALLOW else "deny"
+    metrics.DECISIONS.labels(outcome, pb.Reason.Name(r.reason).removeprefix("REASON_").lower()).inc()

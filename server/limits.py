@@ -1,0 +1,97 @@
+"""Edge validation that applies to every request, whatever the RPC.
+
+convert.py validates the fields it maps (required text, 256-character limit, enums,
+finite totals, e-mails) and the engine checks modules, actions and field names. What
+neither can see is checked here, generically over the message, before any work:
+
+- bytes that do not decode as the request type: INVALID_ARGUMENT, not gRPC's own
+  INTERNAL "Exception deserializing request";
+- control characters in any text (NUL cannot be stored in PostgreSQL text, and
+  newlines in identifiers forge log lines);
+- text longer than MAX_TEXT and repeated fields longer than MAX_REPEATED, so that a
+  request within the message-size limit still cannot make the server do unbounded work
+  (RPCs with their own tighter caps, such as CheckBatch's 1000, keep them).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from authz.errors import InvalidArgument
+
+MAX_TEXT = 1024  # generic; the fields convert.py maps are held to 256
+MAX_REPEATED = 100_000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class Undecodable:
+    """Stands in for a request whose bytes did not parse; the gate rejects it."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def guard_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    """Wrap a request deserializer so malformed bytes become an Undecodable value."""
+    def safe(data: bytes) -> Any:
+        try:
+            return deserialize(data) if deserialize is not None else data
+        except Exception as exc:
+            return Undecodable(type(exc).__name__)
+    return safe
+
+
+def check_message(msg: Message, path: str = "") -> None:
+    """Raise InvalidArgument naming the first field that breaks a generic limit."""
+    fields: Sequence[tuple[Any, Any]] = msg.ListFields()
+    for fd, value in fields:
+        name = f"{path}{fd.name}"
+        if fd.is_repeated and not _is_map(fd):
+            if len(value) > MAX_REPEATED:
+                raise InvalidArgument(name, f"{len(value)} items; at most {MAX_REPEATED}")
+            for i, item in enumerate(value):
+                _check_value(fd, item, f"{name}[{i}]")
+        elif _is_map(fd):
+            if len(value) > MAX_REPEATED:
+                raise InvalidArgument(name, f"{len(value)} entries; at most {MAX_REPEATED}")
+            for k, v in value.items():
+                _check_value(fd.message_type.fields_by_name["key"], k, f"{name}[{k!r}]")
+                _check_value(fd.message_type.fields_by_name["value"], v, f"{name}[{k!r}]")
+        else:
+            _check_value(fd, value, name)
+
+
+def _is_map(fd: Any) -> bool:
+    return (fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type is not None
+            and fd.message_type.GetOptions().map_entry)
+
+
+def _check_value(fd: Any, value: Any, name: str) -> None:
+    if fd.type == FieldDescriptor.TYPE_STRING:
+        if len(value) > MAX_TEXT:
+            raise InvalidArgument(name, f"longer than {MAX_TEXT} characters")
+        if _CONTROL.search(value):
+            raise InvalidArgument(name, "contains control characters")
+    elif fd.type == FieldDescriptor.TYPE_BYTES:
+        if len(value) > MAX_TEXT * 64:
+            raise InvalidArgument(name, f"longer than {MAX_TEXT * 64} bytes")
+    elif fd.type == FieldDescriptor.TYPE_MESSAGE and isinstance(value, Message):
+        check_message(value, name + ".")
+
+
+def org_ids(msg: Message) -> Iterator[str]:
+    """Organizations a request names: its own org_id, and those of repeated sub-requests
+    (CheckBatch items). These are what the caller's organizations are checked against."""
+    desc: Any = msg.DESCRIPTOR
+    if "org_id" in desc.fields_by_name:
+        yield str(getattr(msg, "org_id"))  # noqa: B009 (Message has no such attribute statically)
+    for fd in desc.fields:
+        if (fd.is_repeated and fd.message_type is not None
+                and "org_id" in fd.message_type.fields_by_name and not _is_map(fd)):
+            for item in getattr(msg, fd.name):
+                yield str(item.org_id)
