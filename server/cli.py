@@ -20,6 +20,7 @@ COMMAND_GROUPS = (
     "authz.audit.cli",
     "authz.migration.cli",
     "authz_server.commands",
+    "authz_server.completion",
 )
 
 
