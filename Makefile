@@ -53,7 +53,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-test: proto-check policy-check lint typecheck pytest
+test: proto-check proto-lint policy-check lint typecheck pytest
 
 serve: $(STAMP)
 	mkdir -p var
