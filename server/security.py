@@ -26,7 +26,8 @@ from .callers import ANONYMOUS, Caller
 from .config import Config, ConfigError
 
 SCOPES = ("check", "attribute", "migrate", "directory", "audit")
-_METHOD_SCOPES = {"Check": "check", "CheckBatch": "check", "Attribute": "attribute",
+_METHOD_SCOPES = {"Check": "check", "CheckBatch": "check", "ListFilter": "check",
+                  "Attribute": "attribute",
                   "ImportDirectory": "directory"}
 
 
