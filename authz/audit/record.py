@@ -6,7 +6,7 @@ later, in the store, under the organization's head lock.
 
 from __future__ import annotations
 
-import datetime as dt
+import time
 
 from authz.attribution import Attribution, Operation
 from authz.audit.chain import AuditEntry
@@ -14,8 +14,11 @@ from authz.decision import CheckRequest, Decision, IdentityKind
 
 
 def now_stamp() -> str:
-    """Fixed-width ISO 8601 UTC: hashed as text, so it must round-trip exactly."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Fixed-width ISO 8601 UTC (as authz.store.audit.stamp writes it): hashed as text, so it
+    must round-trip exactly. From time.time() because it runs on every decision, and is
+    about twice as fast as datetime.strftime."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
 
 
 def acting_id(d: Decision) -> str:

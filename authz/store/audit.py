@@ -120,7 +120,7 @@ class AuditStore:
                         s = seal(dataclasses.replace(e, seq=seq), prev)
                         prev = s.hash
                         sealed.append(s)
-                        rows.append(dataclasses.asdict(s))
+                        rows.append({k: getattr(s, k) for k in _FIELDS})
                     if rows:
                         conn.execute(E.insert(), rows)
                     conn.execute(H.update().where(H.c.org_id == org_id).values(
