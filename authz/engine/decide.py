@@ -9,8 +9,8 @@ index is its own fast view; `authz.engine.reference` is a view that asks Casbin'
 from __future__ import annotations
 
 import math
+import random
 import re
-import uuid
 from typing import Protocol
 
 from authz import catalog
@@ -50,6 +50,15 @@ class PolicyView(Protocol):
                     flow: str, level: int) -> bool: ...
 
 
+#: (product, module, action) triples a request may name ("" product: any); checked in one
+#: lookup on the hot path, the detailed checks below only run to name what is wrong.
+_VALID_TARGETS = frozenset(
+    (p, m, a) for m in catalog.ALL_MODULES for a in catalog.actions_for(m)
+    for p in ("", *catalog.products_with(m)))
+#: catalog.products_with, precomputed.
+_PRODUCTS_WITH = {m: catalog.products_with(m) for m in catalog.ALL_MODULES}
+
+
 def validate(req: CheckRequest) -> None:
     """Reject malformed requests before any work, naming the field."""
     if not req.org_id:
@@ -58,16 +67,8 @@ def validate(req: CheckRequest) -> None:
         raise InvalidArgument("user", "required: a CRM user id or e-mail address")
     if len(req.user) > MAX_TEXT:
         raise InvalidArgument("user", f"longer than {MAX_TEXT} characters")
-    if req.module not in catalog.ALL_MODULES:
-        raise InvalidArgument("module", f"unknown module '{req.module}'")
-    if req.product and req.product not in catalog.PRODUCTS:
-        raise InvalidArgument("product", f"unknown product '{req.product}'; expected one of "
-                              + ", ".join(catalog.PRODUCTS))
-    if req.product and req.module not in catalog.MODULES[req.product]:
-        raise InvalidArgument("module", f"'{req.module}' is not a {req.product} module")
-    if req.action not in catalog.actions_for(req.module):
-        raise InvalidArgument("action", f"unknown action '{req.action}' on {req.module}; expected "
-                              "one of " + ", ".join(catalog.actions_for(req.module)))
+    if (req.product, req.module, req.action) not in _VALID_TARGETS:
+        _invalid_target(req)
     rec = req.record
     if rec.status and rec.status not in catalog.RECORD_STATES:
         raise InvalidArgument("record.status", f"unknown status '{rec.status}'")
@@ -83,8 +84,30 @@ def validate(req: CheckRequest) -> None:
                 raise InvalidArgument(name, f"invalid field name '{f[:64]}'")
 
 
+def _invalid_target(req: CheckRequest) -> None:
+    """Name what is wrong with the request's module, product or action."""
+    if req.module not in catalog.ALL_MODULES:
+        raise InvalidArgument("module", f"unknown module '{req.module}'")
+    if req.product and req.product not in catalog.PRODUCTS:
+        raise InvalidArgument("product", f"unknown product '{req.product}'; expected one of "
+                              + ", ".join(catalog.PRODUCTS))
+    if req.product and req.module not in catalog.MODULES[req.product]:
+        raise InvalidArgument("module", f"'{req.module}' is not a {req.product} module")
+    if req.action not in catalog.actions_for(req.module):
+        raise InvalidArgument("action", f"unknown action '{req.action}' on {req.module}; expected "
+                              "one of " + ", ".join(catalog.actions_for(req.module)))
+
+
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    """A random id in uuid4's hex form (version and variant bits set), without uuid4's
+    object and system call: decision ids must be unique, not unguessable. `random`
+    reseeds after fork, so processes do not share a sequence."""
+    return "%032x" % (_getrandbits(128) & _UUID4_CLEAR | _UUID4_SET)
+
+
+_getrandbits = random.getrandbits
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
 class _Ctx:
@@ -143,7 +166,7 @@ def decide(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot,
     v: PolicyView = view if view is not None else org
     ctx = _Ctx(req, org, snap)
     module, action = req.module, req.action
-    candidates = (req.product,) if req.product else catalog.products_with(module)
+    candidates = (req.product,) if req.product else _PRODUCTS_WITH[module]
     products = tuple(p for p in candidates if p in org.products)
     if not products:
         return ctx.deny(Reason.PRODUCT_NOT_CONNECTED,
@@ -244,6 +267,13 @@ def _approval_product(org: OrgIndex, products: tuple[str, ...]) -> str:
 
 
 def _role_list(org: OrgIndex, roles: tuple[str, ...]) -> str:
+    label = org.labels.get(roles)
+    if label is None:
+        label = org.labels[roles] = _role_label(org, roles)
+    return label
+
+
+def _role_label(org: OrgIndex, roles: tuple[str, ...]) -> str:
     if roles == (INTEGRATION_ROLE,):
         return "the integration-user permission set"
     names = [f"{org.role_names.get(r, r)} ({r.split(':', 1)[0]})" for r in roles]

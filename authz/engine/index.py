@@ -109,6 +109,8 @@ class OrgIndex:
     _masks: dict[tuple[tuple[str, ...], str, str], tuple[tuple[str, ...], tuple[str, ...]]] = field(
         default_factory=dict
     )
+    # roles -> how decisions name them ("role Staff (books)"), filled by decide
+    labels: dict[tuple[str, ...], str] = field(default_factory=dict)
 
     def roles_of(self, roles: tuple[str, ...]) -> tuple[str, ...]:
         """Expand a user's direct roles through the role graph."""
