@@ -8,7 +8,7 @@ AUTHZ := $(BIN)/authz
 DB_URL ?= sqlite:///var/authz.db
 PORT ?= 50051
 
-.PHONY: install proto proto-check proto-lint proto-release policy-check lint typecheck pytest test serve bench fuzz soak clean
+.PHONY: install proto proto-check proto-lint proto-release policy-check lint typecheck pytest test serve bench fuzz faults soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -63,6 +63,20 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Long property-based campaign over every RPC (make test runs 25 examples per RPC).
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s tests/hardening/test_fuzz.py
+
+# Fault tests that disturb the machine: restarts the local PostgreSQL cluster under load.
+faults: $(STAMP)
+	AUTHZ_FAULTS=1 $(BIN)/python -m pytest -q -s tests/hardening/test_replicas_faults.py
+
+# Loopback load at 80% of measured capacity; SOAK_SECONDS=60 for a short run.
+SOAK_SECONDS ?= 600
+soak: $(STAMP)
+	$(BIN)/python scripts/soak.py --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache .mypy_cache .ruff_cache
