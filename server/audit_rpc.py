@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -28,13 +28,16 @@ from authz.decision import CheckRequest, Decision, Mode
 from authz.directory import DirectorySnapshot
 from authz.engine.engine import Engine
 from authz.errors import AuthzError, FailedPrecondition, InvalidArgument, NotFound
-from authz.store.audit import MAX_PAGE, AuditStore, Query
 from authz.v1 import authz_pb2 as pb
 
 from . import convert
 from .config import Config
 
+if TYPE_CHECKING:  # the store (SQLAlchemy) is imported once the server listens, not before
+    from authz.store.audit import AuditStore
+
 _MAX_TEXT = 256
+_MAX_PAGE = 1000  # authz.store.audit.MAX_PAGE
 
 
 class Snapshots(Protocol):
@@ -129,10 +132,12 @@ class AuditRpc:
         return self.trail
 
     def query(self, msg: pb.QueryAuditRequest) -> pb.QueryAuditResponse:
+        from authz.store.audit import Query
+
         trail = self._trail()
         org_id = _text(msg.org_id, "org_id", True)
-        if not 0 <= msg.page_size <= MAX_PAGE:
-            raise InvalidArgument("page_size", f"1 to {MAX_PAGE}, or 0 for 100")
+        if not 0 <= msg.page_size <= _MAX_PAGE:
+            raise InvalidArgument("page_size", f"1 to {_MAX_PAGE}, or 0 for 100")
         try:
             after = int(msg.page_token) if msg.page_token else 0
         except ValueError:
@@ -208,6 +213,8 @@ async def abort_denied(context: grpc.aio.ServicerContext[Any, Any], exc: Attribu
 
 def open_audit(config: Config, directory: Any) -> AuditRpc:
     """The writer and trail `config` asks for, on the store's engine."""
+    from authz.store.audit import AuditStore
+
     mode = WriteMode(config.audit_mode)
     engine = getattr(directory, "engine", None)
     trail = AuditStore(engine) if engine is not None else None
