@@ -8,6 +8,7 @@ neither can see is checked here, generically over the message, before any work:
   INTERNAL "Exception deserializing request";
 - control characters in any text (NUL cannot be stored in PostgreSQL text, and
   newlines in identifiers forge log lines);
+- organization ids longer than the store's 128 characters;
 - text longer than MAX_TEXT and repeated fields longer than MAX_REPEATED, so that a
   request within the message-size limit still cannot make the server do unbounded work
   (RPCs with their own tighter caps, such as CheckBatch's 1000, keep them).
@@ -25,6 +26,7 @@ from google.protobuf.message import Message
 from authz.errors import InvalidArgument
 
 MAX_TEXT = 1024  # generic; the fields convert.py maps are held to 256
+MAX_ORG_ID = 128  # the store's column; also keeps policy file names within NAME_MAX
 MAX_REPEATED = 100_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -73,6 +75,9 @@ def _is_map(fd: Any) -> bool:
 
 def _check_value(fd: Any, value: Any, name: str) -> None:
     if fd.type == FieldDescriptor.TYPE_STRING:
+        if fd.name == "org_id" and len(value) > MAX_ORG_ID:
+            # Found by fuzzing: a 300-character org_id reached a file lookup (ENAMETOOLONG).
+            raise InvalidArgument(name, f"longer than {MAX_ORG_ID} characters")
         if len(value) > MAX_TEXT:
             raise InvalidArgument(name, f"longer than {MAX_TEXT} characters")
         if _CONTROL.search(value):
