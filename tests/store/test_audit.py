@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -175,3 +176,23 @@ def test_drops_are_counted_on_the_head(trail: AuditStore) -> None:
 def test_sealed_entries_are_stored_field_for_field(trail: AuditStore) -> None:
     (sealed,) = trail.append([dataclasses.replace(entry(1), reason="naïve ✓", record_id="r/1")])
     assert list(trail.entries("acme-eu")) == [sealed]
+
+
+def test_query_export_and_trim_commands(trail: AuditStore, db_url: str, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    now = dt.datetime.now(dt.UTC)
+    trail.append([entry(1, at=now - dt.timedelta(days=400)), entry(2, record="inv-7", at=now),
+                  entry(3, record="inv-7", at=now)])
+    assert run_cli(db_url, "query", "--org", "acme-eu", "--record", "inv-7", "--limit", "1") == 0
+    out = capsys.readouterr()
+    assert out.out.count("inv-7") == 1 and "--page-token 2" in out.err
+    assert run_cli(db_url, "query", "--org", "acme-eu", "--page-token", "2", "--json") == 0
+    assert [json.loads(line)["seq"] for line in capsys.readouterr().out.splitlines()] == [3]
+    assert run_cli(db_url, "query", "--org", "acme-eu", "--limit", "0") == 2
+    target = tmp_path / "acme.jsonl"
+    assert run_cli(db_url, "export", "--org", "acme-eu", "--out", str(target)) == 0
+    assert len(target.read_text().splitlines()) == 3
+    assert run_cli(db_url, "trim", "--older-than", "30") == 0
+    assert "acme-eu: trimmed 1 entries" in capsys.readouterr().out
+    assert run_cli(db_url, "verify") == 0
+    assert "trimmed up to entry 1" in capsys.readouterr().out
