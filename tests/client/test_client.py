@@ -82,7 +82,7 @@ def test_retries_reach_a_server_that_comes_up_late(tmp_path: Path, db_url: str) 
     t = threading.Thread(target=start_later)
     t.start()
     try:
-        with AuthzClient(f"127.0.0.1:{port}", deadline=2, retries=30, backoff=0.1,
+        with AuthzClient(f"127.0.0.1:{port}", deadline=2, retries=150, backoff=0.1,
                          max_backoff=0.3) as c:
             r = c.check(*ARGS)
         assert r.from_server and r.allowed, r.message
