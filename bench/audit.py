@@ -8,6 +8,7 @@ Each mode gets its own `authz serve` process on a fresh SQLite store (seeded lik
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,18 +76,24 @@ def _p(samples: list[int], q: float) -> float:
     return samples[min(len(samples) - 1, int(len(samples) * q))] / 1_000
 
 
-def _sequential(call: Any, n: int) -> tuple[float, float]:
-    """p50, p99 in µs of n calls one after the other, after a warm-up."""
+def _interleaved(calls: dict[str, Any], n: int) -> dict[str, tuple[float, float]]:
+    """p50, p99 in µs per named call, taking turns call by call so that every mode sees
+    the same machine load (a loaded machine otherwise decides which mode looks worse)."""
     for _ in range(max(50, n // 10)):
-        call()
+        for call in calls.values():
+            call()
     clock = time.perf_counter_ns
-    samples = []
+    samples: dict[str, list[int]] = {name: [] for name in calls}
     for _ in range(n):
-        t0 = clock()
-        call()
-        samples.append(clock() - t0)
-    samples.sort()
-    return _p(samples, 0.50), _p(samples, 0.99)
+        for name, call in calls.items():
+            t0 = clock()
+            call()
+            samples[name].append(clock() - t0)
+    out = {}
+    for name, values in samples.items():
+        values.sort()
+        out[name] = (_p(values, 0.50), _p(values, 0.99))
+    return out
 
 
 def _concurrent(address: str, n: int, threads: int) -> float:
@@ -106,60 +114,65 @@ def _concurrent(address: str, n: int, threads: int) -> float:
     return n * threads / (time.perf_counter() - t0)
 
 
-def _echo_p50(n: int) -> tuple[float, float]:
+@contextlib.contextmanager
+def _echo_server() -> Iterator[str]:
     port = _port()
     proc = subprocess.Popen([sys.executable, "-c", _ECHO, str(port)], stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-            echo = ch.unary_unary("/bench.Echo/Echo")
-            payload = pb.CheckRequest(org_id="acme-eu", user="u-sam", action="view",
-                                      module="invoices").SerializeToString()
-            return _sequential(lambda: echo(payload, timeout=10), n)
+        yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def _mode(mode: str, n: int, threads: int, per_thread: int) -> dict[str, float]:
+@contextlib.contextmanager
+def _authz_server(mode: str) -> Iterator[str]:
+    """`authz serve --audit-mode mode` on a fresh store seeded like `make serve`."""
     with tempfile.TemporaryDirectory(prefix="authz-bench-audit-") as tmp:
         url = f"sqlite:///{tmp}/authz.db"
         subprocess.run([AUTHZ, "db", "upgrade", "--db", url], check=True, capture_output=True, env=_env())
         subprocess.run([AUTHZ, "directory", "import", "--db", url, str(DIRECTORY)], check=True,
                        capture_output=True, env=_env())
-        port = _port()
-        address = f"127.0.0.1:{port}"
+        address = f"127.0.0.1:{_port()}"
         with open(Path(tmp) / "server.log", "wb") as log:
             proc = subprocess.Popen([AUTHZ, "serve", "--db", url, "--listen", address,
                                      "--log-level", "WARNING", "--audit-mode", mode],
                                     stdout=log, stderr=subprocess.STDOUT, env=_env())
         try:
-            with grpc.insecure_channel(address) as ch:
-                stub = authz_pb2_grpc.AuthzServiceStub(ch)
-                req = pb.CheckRequest(org_id="acme-eu", user="u-sam", action="view", module="invoices")
-                _wait(address, lambda: stub.Check(req, timeout=1))
-                p50, p99 = _sequential(lambda: stub.Check(req, timeout=10), n)
-            rate = _concurrent(address, per_thread, threads)
+            yield address
         finally:
             proc.terminate()
             proc.wait(30)
-    return {"p50": p50, "p99": p99, "rate": rate}
 
 
 def measure(n: int = 3000, threads: int = 8, per_thread: int = 300) -> dict[str, float]:
-    """The figures: Check p50/p99 (µs, one caller) and Checks/s (`threads` callers) per
-    audit mode, the echo floor, and batched p50 over echo p50."""
+    """The figures: Check p50/p99 (µs, one caller, modes taking turns) and Checks/s
+    (`threads` callers, one mode at a time) per audit mode, the echo floor, and ratios."""
+    req = pb.CheckRequest(org_id="acme-eu", user="u-sam", action="view", module="invoices")
+    payload = req.SerializeToString()
+    with contextlib.ExitStack() as stack:
+        echo_addr = stack.enter_context(_echo_server())
+        addresses = {mode: stack.enter_context(_authz_server(mode)) for mode in MODES}
+        calls: dict[str, Any] = {}
+        echo = stack.enter_context(grpc.insecure_channel(echo_addr)).unary_unary("/bench.Echo/Echo")
+        calls["echo"] = lambda: echo(payload, timeout=10)
+        for mode, address in addresses.items():
+            stub = authz_pb2_grpc.AuthzServiceStub(stack.enter_context(grpc.insecure_channel(address)))
+            _wait(address, lambda s=stub: s.Check(req, timeout=1))
+            calls[mode] = lambda s=stub: s.Check(req, timeout=10)
+        latency = _interleaved(calls, n)
+        rates = {mode: _concurrent(address, per_thread, threads) for mode, address in addresses.items()}
     out: dict[str, float] = {}
-    echo50, echo99 = _echo_p50(n)
-    out["audit_echo_p50_us"], out["audit_echo_p99_us"] = round(echo50, 1), round(echo99, 1)
+    out["audit_echo_p50_us"], out["audit_echo_p99_us"] = (round(v, 1) for v in latency["echo"])
     for mode in MODES:
-        r = _mode(mode, n, threads, per_thread)
-        out[f"audit_{mode}_check_p50_us"] = round(r["p50"], 1)
-        out[f"audit_{mode}_check_p99_us"] = round(r["p99"], 1)
-        out[f"audit_{mode}_checks_per_s_{threads}_callers"] = round(r["rate"])
-    out["audit_batched_vs_echo_p50_ratio"] = round(out["audit_batched_check_p50_us"] / echo50, 3)
-    out["audit_strict_vs_off_p50_ratio"] = round(out["audit_strict_check_p50_us"]
-                                                 / out["audit_off_check_p50_us"], 3)
+        p50, p99 = latency[mode]
+        out[f"audit_{mode}_check_p50_us"] = round(p50, 1)
+        out[f"audit_{mode}_check_p99_us"] = round(p99, 1)
+        out[f"audit_{mode}_checks_per_s_{threads}_callers"] = round(rates[mode])
+    out["audit_batched_vs_off_p50_ratio"] = round(latency["batched"][0] / latency["off"][0], 3)
+    out["audit_strict_vs_off_p50_ratio"] = round(latency["strict"][0] / latency["off"][0], 3)
+    out["audit_batched_vs_echo_p50_ratio"] = round(latency["batched"][0] / latency["echo"][0], 3)
     return out
 
 

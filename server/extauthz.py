@@ -35,11 +35,13 @@ from typing import Any
 import grpc
 from google.rpc import code_pb2, status_pb2
 
+from authz.audit.writer import AuditUnavailable
 from authz.decision import Decision
 from authz.errors import AuthzError, InvalidArgument, NotFound, UnknownOrganization
 from authz.v1 import authz_pb2 as pb
 
 from . import convert
+from .callers import current_caller
 from .service import AuthzService
 from .xds import envoy_config_core_v3_base_pb2 as core
 from .xds import envoy_service_auth_v3_external_auth_pb2 as ext
@@ -161,17 +163,22 @@ class ExtAuthzService(ext_grpc.AuthorizationServicer):  # type: ignore[misc]
 
     async def Check(self, request: ext.CheckRequest,
                     context: grpc.aio.ServicerContext[Any, Any]) -> ext.CheckResponse:
-        engine = self.service.engine()
-        if engine is None:
+        engine, audit = self.service.engine(), self.service.audit
+        if engine is None or audit is None:
             return deny(code_pb2.UNAVAILABLE, http.ServiceUnavailable, "server is starting",
                         "unavailable")
         attrs = request.attributes.request.http
         try:
             req = convert.check_request(check_request(attrs.headers, attrs.method))
             loop = asyncio.get_running_loop()
-            decision: Decision = await loop.run_in_executor(self.executor, engine.check, req)
+            decision: Decision
+            decision, recorded = await loop.run_in_executor(
+                self.executor, audit.check, engine, req, current_caller.get().name)
+            await asyncio.wrap_future(recorded)  # strict audit: recorded before Envoy lets it by
         except AuthzError as exc:
             return refusal(exc)
+        except AuditUnavailable as exc:
+            return deny(code_pb2.UNAVAILABLE, http.ServiceUnavailable, str(exc), "unavailable")
         return answer(convert.check_response(decision))
 
 
