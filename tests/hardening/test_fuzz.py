@@ -45,9 +45,9 @@ VOCAB: dict[str, list[Any]] = {
     "user": ["u-sam", "sam@acme.example", "SAM@ACME.EXAMPLE", "u-anna", "u-ghost", ""],
     "caller": ["u-anna", "u-sam", ""],
     "action": ["view", "create", "edit", "delete", "approve", "email", "export", "frobnicate"],
-    "module": sorted(catalog.ALL_MODULES) + ["bananas", ""],
+    "module": [*sorted(catalog.ALL_MODULES), "bananas", ""],
     "product": ["books", "subscriptions", "", "crm"],
-    "status": sorted(catalog.RECORD_STATES) + ["weird"],
+    "status": [*sorted(catalog.RECORD_STATES), "weird"],
     "email": ["a@acme.example", "sam@acme.example", "no-at-sign", ""],
     "read_fields": ["discount", "total", "internal_notes", "payment_terms", "bad name"],
     "write_fields": ["discount", "total", "notes"],
@@ -191,5 +191,44 @@ def test_fuzz_raw_bytes(fuzz_server: tuple[ServerProc, dict[str, str]], method: 
     def run(payload: bytes) -> None:
         code, details = _call(server, method, payload, tokens["admin"])
         _assert_allowed(method, code, details)
+
+    run()
+
+
+PAIRS = [(a, m) for m in ("invoices", "estimates", "sales_orders", "subscriptions", "reports")
+         for a in catalog.actions_for(m)]
+
+
+@st.composite
+def valid_checks(draw: st.DrawFn) -> pb.CheckRequest:
+    """Checks that pass validation, so the decision rules themselves get fuzzed."""
+    action, module = draw(st.sampled_from(PAIRS))
+    rec = pb.Record(status=draw(st.sampled_from(["", *sorted(catalog.RECORD_STATES)])),
+                    owner=draw(st.sampled_from(VOCAB["owner"])),
+                    created_by=draw(st.sampled_from(VOCAB["created_by"])),
+                    approval_level=draw(st.integers(0, 10)),
+                    location=draw(st.sampled_from(VOCAB["location"])))
+    if draw(st.booleans()):
+        rec.total.value = draw(st.floats(-1e12, 1e12))
+    return pb.CheckRequest(
+        org_id=draw(st.sampled_from(["acme-eu", "globex-us"])), user=draw(st.sampled_from(VOCAB["user"][:5])),
+        action=action, module=module, product=draw(st.sampled_from(["", "books", "subscriptions"])),
+        record=rec, read_fields=draw(st.lists(st.sampled_from(VOCAB["read_fields"][:4]), max_size=3)),
+        write_fields=draw(st.lists(st.sampled_from(VOCAB["write_fields"]), max_size=2)),
+        channel=draw(st.sampled_from([0, 1, 2])), explain=draw(st.booleans()))
+
+
+def test_fuzz_valid_checks(fuzz_server: tuple[ServerProc, dict[str, str]]) -> None:
+    server, tokens = fuzz_server
+    method = SERVICE.methods_by_name["Check"]
+
+    @settings(max_examples=EXAMPLES * 2, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(msg=valid_checks())
+    def run(msg: pb.CheckRequest) -> None:
+        code, details = _call(server, method, msg.SerializeToString(), tokens["admin"])
+        assert code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT), f"{code}: {details}"
+        _STATS.setdefault("Check (valid)", {}).setdefault(code.name, 0)
+        _STATS["Check (valid)"][code.name] += 1
 
     run()
