@@ -62,6 +62,10 @@ class DirectorySnapshot:
     crm_by_email: dict[str, CrmUser] = field(default_factory=dict)  # by email_key
     finance_by_email: dict[str, dict[str, FinanceUser]] = field(default_factory=dict)
     integration_users: dict[str, IntegrationUser] = field(default_factory=dict)  # by CRM id
+    # Identities resolved against this snapshot, by the user key a request named (filled
+    # by authz.engine.identity): a snapshot is immutable, so an entry stays right for its
+    # lifetime and dies with it; resolving is a third of a decision otherwise.
+    resolved: dict[str, tuple[object, object]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(

@@ -56,18 +56,21 @@ class Server:
         self._grpc: grpc.aio.Server | None = None
         self._store: Store | None = None
         self._audit: AuditRpc | None = None
-        self._executor = ThreadPoolExecutor(max_workers=config.workers,
+        self._executor = ThreadPoolExecutor(max_workers=config.threads,
                                             thread_name_prefix="authz-worker")
         self.ops: Ops | None = None  # security, reload, health watcher, metrics (server/ops.py)
 
     async def start(self) -> None:
         cfg = self.config
         self.ops = Ops(cfg, self.health, self._executor)
-        self._grpc = grpc.aio.server(self._executor, **self.ops.server_options())
+        options = self.ops.server_options()
+        if cfg.workers > 1:  # sibling processes (run_workers) listen on the same port
+            options["options"] = [*options["options"], ("grpc.so_reuseport", 1)]
+        self._grpc = grpc.aio.server(self._executor, **options)
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
-        service = AuthzService(self._executor, cfg.max_batch)
+        service = AuthzService(self._executor, cfg.max_batch, inline=cfg.decide_inline)
         authz_pb2_grpc.add_AuthzServiceServicer_to_server(service, self._grpc)
         extauthz.add_to_server(self._grpc, service, self._executor)  # Envoy ext_authz
         reflection.enable_server_reflection(
@@ -152,4 +155,8 @@ def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
 
 def run(config: Config) -> int:
     setup_logging(config.log_level)
+    if config.workers > 1:
+        from .workers import run_workers
+
+        return run_workers(config)
     return asyncio.run(serve(config))

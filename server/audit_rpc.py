@@ -69,6 +69,21 @@ class AuditRpc:
             return d, self._submit([])
         return d, self._submit([check_entry(req, d, self._crm_user(req, d), caller)])
 
+    def check_inline(self, engine: Engine, req: CheckRequest, caller: str
+                     ) -> tuple[Decision, Future[None]] | None:
+        """`check` for the event loop: decides from memory and queues without waiting, or
+        returns None (nothing recorded) when that would block: organization not loaded,
+        directory snapshot not fresh, legacy mode (its entry needs a directory lookup),
+        queue full. The caller then runs `check` in a worker thread."""
+        d = engine.check_cached(req)
+        if d is None or d.mode != Mode.UNIFIED:
+            return None
+        if self.writer.mode == WriteMode.OFF:
+            return d, self._submit([])
+        fut = self.writer.submit([check_entry(req, d, d.identity.crm_user_id or req.user,
+                                              caller)], wait=False)
+        return None if fut is None else (d, fut)
+
     def check_many(self, engine: Engine, reqs: Sequence[CheckRequest],
                    caller: str) -> tuple[list[Decision | AuthzError], Future[None]]:
         """Decide a batch; every decided item is recorded (the items in error are not)."""

@@ -41,7 +41,12 @@ def register(sub: Any) -> None:
                    help="env AUTHZ_LOG_LEVEL; default INFO")
     p.add_argument("--grace", type=float,
                    help="seconds in-flight calls get on SIGTERM (env AUTHZ_GRACE; default 10)")
-    p.add_argument("--workers", type=int, help="decision threads (env AUTHZ_WORKERS; default 16)")
+    p.add_argument("--workers", type=int,
+                   help="server processes sharing the port with SO_REUSEPORT, one store; needs "
+                        "a fixed port (env AUTHZ_WORKERS; default 1)")
+    p.add_argument("--threads", type=int,
+                   help="threads per process for store calls and uncached decisions "
+                        "(env AUTHZ_THREADS; default 16)")
     p.add_argument("--audit-mode", choices=("strict", "batched", "off"),
                    help="strict: recorded before the answer leaves; batched: queued, written "
                         "in the background (env AUTHZ_AUDIT_MODE; default batched)")
@@ -104,6 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg = config.load(
             {"listen": args.listen, "db": args.db, "policy_dir": args.policy_dir,
              "log_level": args.log_level, "grace": args.grace, "workers": args.workers,
+             "threads": args.threads,
              "audit_mode": args.audit_mode, **secure_cli.serve_values(args)},
             config_file=args.config)
         security.check_config(cfg)

@@ -35,7 +35,9 @@ class Config:
     policy_dir: Path = DEFAULT_POLICY_DIR  # compiled policy (generated/)
     log_level: str = "INFO"
     grace: float = 10.0  # seconds in-flight calls get to finish on SIGTERM/SIGINT
-    workers: int = 16  # threads running decisions and store calls
+    workers: int = 1  # server processes sharing the listen port (SO_REUSEPORT), one store
+    threads: int = 16  # per process: threads running store calls and uncached decisions
+    decide_inline: bool = True  # decide on the event loop when policy and directory are cached
     warm: bool = True  # load every organization's policy before reporting SERVING
     max_batch: int = 1000  # CheckBatch item limit (documented in the proto)
     # The audit trail (authz.audit.writer): strict waits for the commit, batched queues.
@@ -86,14 +88,14 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if out < 0:
                 raise ValueError("must not be negative")
             return out
-        if name in ("workers", "max_batch", "max_message_bytes"):
+        if name in ("workers", "threads", "max_batch", "max_message_bytes"):
             if isinstance(value, bool):
                 raise ValueError("expected an integer")
             out = int(value)
             if out < 1:
                 raise ValueError("must be at least 1")
             return out
-        if name in ("warm", "allow_insecure"):
+        if name in ("warm", "allow_insecure", "decide_inline"):
             if isinstance(value, bool):
                 return value
             text = str(value).strip().lower()

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from authz.decision import CheckRequest, Decision
 from authz.directory import DirectorySnapshot
-from authz.engine.decide import decide, validate
+from authz.engine.decide import decide_valid, validate
 from authz.engine.index import OrgIndex, load_org
 from authz.errors import AuthzError, UnknownOrganization
 
@@ -26,6 +26,13 @@ class DirectorySource(Protocol):
     """Where directory snapshots come from: the store, or memory in tests."""
 
     def snapshot(self, org_id: str, min_revision: int = 0) -> DirectorySnapshot: ...
+
+
+class CachedDirectory(Protocol):
+    """A directory that can answer from memory alone (the store): `cached` returns None
+    where `snapshot` would have to read the database or wait for a revision."""
+
+    def cached(self, org_id: str, min_revision: int = 0) -> DirectorySnapshot | None: ...
 
 
 class MemoryDirectory:
@@ -39,6 +46,9 @@ class MemoryDirectory:
 
     def snapshot(self, org_id: str, min_revision: int = 0) -> DirectorySnapshot:
         return self._snaps.get(org_id) or DirectorySnapshot(org_id)
+
+    def cached(self, org_id: str, min_revision: int = 0) -> DirectorySnapshot | None:
+        return self._snaps.get(org_id)
 
 
 class PolicySet:
@@ -59,6 +69,10 @@ class PolicySet:
         if idx is not None:
             return idx
         return self.load(org_id)
+
+    def cached(self, org_id: str) -> OrgIndex | None:
+        """The loaded index, or None: never reads the disk (safe on an event loop)."""
+        return self._cache.get(org_id)
 
     def load(self, org_id: str) -> OrgIndex:
         """(Re)load one organization from disk and swap it in."""
@@ -95,12 +109,29 @@ class Engine:
     def __init__(self, policies: PolicySet, directory: DirectorySource) -> None:
         self.policies = policies
         self.directory = directory
+        cached = getattr(directory, "cached", None)  # a CachedDirectory, when it is one
+        self._peek: Callable[[str, int], DirectorySnapshot | None] | None = cached
 
     def check(self, req: CheckRequest) -> Decision:
         validate(req)
         org = self.policies.get(req.org_id)
         snap = self.directory.snapshot(req.org_id, req.min_revision)
-        return decide(req, org, snap)
+        return decide_valid(req, org, snap)
+
+    def check_cached(self, req: CheckRequest) -> Decision | None:
+        """`check` from memory only: None when the organization's policy is not loaded or
+        its directory snapshot is not fresh enough (that needs a disk or database read, or a
+        wait for min_revision), so that a caller on an event loop can decide inline and
+        hand only those cases to a thread. A malformed request raises, as in `check`."""
+        validate(req)
+        org = self.policies.cached(req.org_id)
+        peek = self._peek
+        if org is None or peek is None:
+            return None
+        snap = peek(req.org_id, req.min_revision)
+        if snap is None:
+            return None
+        return decide_valid(req, org, snap)
 
     def check_many(self, reqs: Sequence[CheckRequest]) -> list[Decision | AuthzError]:
         """Decide each request on its own; a bad item is returned as its error."""
@@ -114,7 +145,7 @@ class Engine:
                 snap = snaps.get(key)
                 if snap is None:
                     snap = snaps[key] = self.directory.snapshot(req.org_id, req.min_revision)
-                out.append(decide(req, org, snap))
+                out.append(decide_valid(req, org, snap))
             except AuthzError as exc:
                 out.append(exc)
         return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from authz import catalog
 from authz.decision import Identity, IdentityKind, Reason
@@ -20,6 +21,29 @@ class Resolved:
     finance: dict[str, FinanceUser]  # active accounts in connected products
     reason: Reason | None = None
     message: str = ""
+
+
+#: Entries one snapshot keeps beyond its own user count (keys of unknown users included),
+#: so that callers naming random users cannot grow a snapshot without bound.
+_CACHE_SLACK = 1024
+
+
+def resolve_cached(org: OrgIndex, snap: DirectorySnapshot, user: str) -> Resolved:
+    """`resolve`, remembered on the snapshot per user key (the decision hot path).
+
+    An entry also names the index it was resolved with (products and the role graph
+    come from the policy), so a policy reload is a miss, never a stale identity. Plain
+    dict operations: safe to share between threads under the GIL.
+    """
+    cache = snap.resolved
+    hit = cache.get(user)
+    if hit is not None and hit[0] is org:
+        return cast(Resolved, hit[1])
+    resolved = resolve(org, snap, user)
+    if len(cache) >= len(snap.crm_users) + _CACHE_SLACK:
+        cache.clear()
+    cache[user] = (org, resolved)
+    return resolved
 
 
 def resolve(org: OrgIndex, snap: DirectorySnapshot, user: str) -> Resolved:

@@ -80,6 +80,15 @@ class Store:
         with self.engine.connect() as conn:
             return self._read_revision(conn, org_id)
 
+    def cached(self, org_id: str, min_revision: int = 0) -> DirectorySnapshot | None:
+        """What `snapshot` would return without touching the database, else None: the
+        server decides on its event loop when this answers, in a worker thread otherwise."""
+        entry = self._cache.get(org_id)
+        if (entry is not None and entry.snapshot.revision >= min_revision
+                and time.monotonic() - entry.checked_at < self.refresh_interval):
+            return entry.snapshot
+        return None
+
     def snapshot(self, org_id: str, min_revision: int = 0) -> DirectorySnapshot:
         """The organization's directory, at `min_revision` or later (the decision hot path)."""
         entry = self._cache.get(org_id)

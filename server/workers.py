@@ -1,0 +1,78 @@
+"""`authz serve --workers N`: N server processes sharing one port and one store.
+
+One Python process decides on one core (the GIL), so throughput beyond a core needs
+processes. Each worker is a complete server (`app.serve`) started with the
+"grpc.so_reuseport" option; the kernel spreads incoming connections across them. They
+share the store (the database is the source of truth, snapshots are per process) and the
+compiled policy folder. The parent only starts the workers, forwards SIGTERM, SIGINT and
+SIGHUP to them, and exits with the worst exit code once they have all stopped; a worker
+that dies takes the others down, so a supervisor sees the failure instead of a server
+quietly running at reduced capacity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from types import FrameType
+
+from .config import Config, ConfigError
+from .logs import event, setup_logging
+
+log = logging.getLogger("authz.server")
+
+
+def _worker(config: Config) -> None:
+    from .app import serve
+
+    setup_logging(config.log_level)
+    raise SystemExit(asyncio.run(serve(config)))
+
+
+def worker_configs(config: Config) -> list[Config]:
+    """The configuration of each worker: one /metrics endpoint (the first worker's), since
+    the metrics port cannot be shared. A port of 0 would give each worker its own port."""
+    port = config.listen.rpartition(":")[2]
+    if not port.isdigit() or int(port) == 0:
+        raise ConfigError(f"--workers {config.workers} needs a fixed port in listen "
+                          f"(found {config.listen!r})")
+    return [config if i == 0 else dataclasses.replace(config, metrics_listen="")
+            for i in range(config.workers)]
+
+
+def run_workers(config: Config) -> int:
+    """Start the workers, relay signals, wait; returns the process exit code."""
+    try:
+        configs = worker_configs(config)
+    except ConfigError as exc:
+        event(log, logging.ERROR, "start_failed", error=str(exc))
+        return 2
+    ctx = multiprocessing.get_context("spawn")  # no gRPC state is ever forked
+    procs = [ctx.Process(target=_worker, args=(cfg,), name=f"authz-worker-{i}")
+             for i, cfg in enumerate(configs)]
+    stopping = False
+
+    def relay(sig: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = stopping or sig != signal.SIGHUP
+        for p in procs:
+            if p.pid is not None and p.exitcode is None:
+                os.kill(p.pid, sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, relay)
+    for p in procs:
+        p.start()
+    event(log, logging.INFO, "workers", count=len(procs), listen=config.listen,
+          pids=[p.pid for p in procs])
+    while any(p.exitcode is None for p in procs):
+        if not stopping and any(p.exitcode not in (None, 0) for p in procs):
+            event(log, logging.ERROR, "worker_died", exitcodes=[p.exitcode for p in procs])
+            relay(signal.SIGTERM, None)
+        time.sleep(0.2)
+    return max(abs(p.exitcode or 0) for p in procs)
