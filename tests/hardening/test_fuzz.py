@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -128,7 +129,11 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
     proc = start_server(work, url, "--callers", str(work / "callers.yaml"))  # tokens on loopback
     yield proc, tokens
     assert proc.proc.poll() is None, "server died during fuzzing:\n" + proc.log()[-4000:]
-    assert proc.health() == 1
+    for _ in range(50):  # the store probe may lag behind a burst of writes
+        if proc.health() == 1:
+            break
+        time.sleep(0.2)
+    assert proc.health() == 1, proc.log()[-4000:]
     assert '"internal_error"' not in proc.log(), proc.log()[-4000:]
     for name, codes in sorted(_STATS.items()):
         print(f"fuzz {name}: {sum(codes.values())} calls {codes}")
@@ -146,8 +151,9 @@ def _call(server: ServerProc, method: Any, payload: bytes, token: str | None) ->
                         payload, timeout=3, metadata=md):
                     break  # one message is enough: a watch may stream for long
             else:
+                # Generous: a loaded CI machine must not turn slowness into a failure here.
                 ch.unary_unary(path, request_serializer=ident, response_deserializer=ident)(
-                    payload, timeout=5, metadata=md)
+                    payload, timeout=20, metadata=md)
         except grpc.RpcError as err:
             return err.code(), err.details() or ""
     return grpc.StatusCode.OK, ""
