@@ -112,10 +112,13 @@ def _min_revision(value: int) -> int:
     return value
 
 
-def check_response(d: Decision, decided_at: datetime | None = None) -> pb.CheckResponse:
-    """A domain Decision as a proto CheckResponse."""
-    stamp = Timestamp()
-    stamp.FromDatetime(decided_at or datetime.now(UTC))
+def check_response(d: Decision, decided_at: datetime | None = None,
+                   stamp: Timestamp | None = None) -> pb.CheckResponse:
+    """A domain Decision as a proto CheckResponse. `stamp`, when given, is used as
+    decided_at as is (CheckBatch stamps its items once, not a clock read each)."""
+    if stamp is None:
+        stamp = Timestamp()
+        stamp.FromDatetime(decided_at or datetime.now(UTC))
     ident = d.identity
     out = pb.CheckResponse(
         decision=pb.DECISION_ALLOW if d.allowed else pb.DECISION_DENY,

@@ -16,6 +16,7 @@ from concurrent.futures import Executor
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_status import rpc_status
 
 from authz.attribution import AttributionDenied
@@ -117,15 +118,18 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
                                               current_caller.get().name)
         await audit.confirm(recorded, context)
         decided = iter(decisions)
+        stamp = Timestamp()
+        stamp.GetCurrentTime()  # one decided_at for the batch: its items are decided together
         out = pb.CheckBatchResponse()
+        add = out.results.add
         for i, p in enumerate(parsed):
             result = p if isinstance(p, AuthzError) else next(decided)
             if isinstance(result, InvalidArgument) and not result.field.startswith("requests["):
                 result = InvalidArgument(f"requests[{i}].{result.field}", result.description)
             if isinstance(result, AuthzError):
-                out.results.add(error=convert.error_status(result))
+                add(error=convert.error_status(result))
             else:
-                out.results.add(response=convert.check_response(result))
+                add(response=convert.check_response(result, stamp=stamp))
         event(log, logging.DEBUG, "check_batch", items=n, errors=n - len(valid))
         return out
 

@@ -187,9 +187,12 @@ def decide_valid(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot,
     v: PolicyView = view if view is not None else org
     ctx = _Ctx(req, org, snap)
     module, action = req.module, req.action
-    candidates = (req.product,) if req.product else _PRODUCTS_WITH[module]
-    products = tuple(p for p in candidates if p in org.products)
+    key = (org.products, req.product, module)
+    products = _CONNECTED.get(key)
+    if products is None:
+        products = _CONNECTED[key] = _connected(org.products, req.product, module)
     if not products:
+        candidates = (req.product,) if req.product else _PRODUCTS_WITH[module]
         return ctx.deny(Reason.PRODUCT_NOT_CONNECTED,
                         f"{module} belongs to {' or '.join(candidates)}, which is not connected "
                         f"to organization {org.org_id}")
@@ -278,6 +281,16 @@ def decide_valid(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot,
         message += f"; the record will wait for approval at level {obligation.level}"
     return ctx.done(True, Reason.GRANTED, message, hidden_fields=hidden,
                     read_only_fields=read_only, approval=obligation)
+
+
+#: (connected products, requested product, module) -> the products a request may use:
+#: a handful of combinations, computed once rather than filtered per request.
+_CONNECTED: dict[tuple[tuple[str, ...], str, str], tuple[str, ...]] = {}
+
+
+def _connected(connected: tuple[str, ...], product: str, module: str) -> tuple[str, ...]:
+    candidates = (product,) if product else _PRODUCTS_WITH[module]
+    return tuple(p for p in candidates if p in connected)
 
 
 def _approval_product(org: OrgIndex, products: tuple[str, ...]) -> str:
