@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import time
 
 from bench.report import merge, plot
@@ -23,6 +24,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for development")
     args = parser.parse_args()
     wanted = [p for p in args.parts.split(",") if p]
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    print(f"load average before: {_load(load_before)}", flush=True)
     for part in wanted:
         if importlib.util.find_spec(f"bench.{part}") is None:
             print(f"[{part}] not present, skipped")
@@ -36,6 +40,17 @@ def main() -> None:
             png = plot(results)
             if png:
                 print(f"[{part}] plot: {png}")
+    load_after = os.getloadavg()
+    # Another tenant's load on this machine moves every figure: keep it beside them.
+    merge({"load_average_before": [round(x, 2) for x in load_before],
+           "load_average_after": [round(x, 2) for x in load_after],
+           "bench_seconds": round(time.perf_counter() - started, 1), "quick": args.quick})
+    print(f"load average after: {_load(load_after)}; whole run "
+          f"{time.perf_counter() - started:.0f} s (target < 600 s)", flush=True)
+
+
+def _load(avg: tuple[float, float, float]) -> str:
+    return " / ".join(f"{x:.2f}" for x in avg) + " (1 / 5 / 15 min)"
 
 
 if __name__ == "__main__":

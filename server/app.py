@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from .service import AuthzService, Store
 
 SERVICE_NAME = authz_pb2.DESCRIPTOR.services_by_name["AuthzService"].full_name
 log = logging.getLogger("authz.server")
+SWITCH_INTERVAL = 0.0005  # seconds; see run()
 
 def open_store(url: str) -> Store:
     """The store behind the server (imported late: the store package is optional to import)."""
@@ -155,6 +157,9 @@ def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
 
 def run(config: Config) -> int:
     setup_logging(config.log_level)
+    # The audit writer thread holds the GIL in bursts (SQLAlchemy, hashing); with the
+    # default 5 ms switch interval a Check arriving mid-burst waits up to 5 ms for it.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     if config.workers > 1:
         from .workers import run_workers
 

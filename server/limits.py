@@ -50,6 +50,48 @@ def guard_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[
 
 def check_message(msg: Message, path: str = "") -> None:
     """Raise InvalidArgument naming the first field that breaks a generic limit."""
+    if _within_limits(msg):
+        return
+    _name_violation(msg, path)
+
+
+# Per field descriptor: (type, repeated, map, text limit), read once instead of per call.
+_FIELD_INFO: dict[Any, tuple[int, bool, bool, int]] = {}
+_STRING, _BYTES, _MESSAGE = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES,
+                             FieldDescriptor.TYPE_MESSAGE)
+
+
+def _within_limits(msg: Message) -> bool:
+    """The check on the hot path (every Check, every CheckBatch item): True when nothing
+    breaks a limit, without building field paths; a request that does break one is
+    walked again by `_name_violation` to name the field. Maps take that walk too."""
+    for fd, value in msg.ListFields():
+        info = _FIELD_INFO.get(fd)
+        if info is None:
+            info = _FIELD_INFO[fd] = (fd.type, fd.is_repeated, _is_map(fd),
+                                      MAX_ORG_ID if fd.name == "org_id" else MAX_TEXT)
+        kind, repeated, is_map, limit = info
+        if is_map:
+            return False
+        values = value if repeated else (value,)
+        if repeated and len(values) > MAX_REPEATED:
+            return False
+        if kind == _STRING:
+            for v in values:
+                if len(v) > limit or _CONTROL.search(v):
+                    return False
+        elif kind == _BYTES:
+            for v in values:
+                if len(v) > MAX_TEXT * 64:
+                    return False
+        elif kind == _MESSAGE:
+            for v in values:
+                if isinstance(v, Message) and not _within_limits(v):
+                    return False
+    return True
+
+
+def _name_violation(msg: Message, path: str = "") -> None:
     fields: Sequence[tuple[Any, Any]] = msg.ListFields()
     for fd, value in fields:
         name = f"{path}{fd.name}"
@@ -86,7 +128,7 @@ def _check_value(fd: Any, value: Any, name: str) -> None:
         if len(value) > MAX_TEXT * 64:
             raise InvalidArgument(name, f"longer than {MAX_TEXT * 64} bytes")
     elif fd.type == FieldDescriptor.TYPE_MESSAGE and isinstance(value, Message):
-        check_message(value, name + ".")
+        _name_violation(value, name + ".")
 
 
 def org_ids(msg: Message) -> Iterator[str]:
