@@ -10,6 +10,8 @@ row, and snapshot loads run under REPEATABLE READ so all their queries see one c
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,22 @@ def make_engine(url: str | URL, *, busy_timeout: float = 5.0, pool_size: int = 5
                      "use sqlite:///path or postgresql+psycopg://...")
 
 
+def _enable_wal(cur: Any, busy_timeout: float) -> None:
+    """Switch a new database file to WAL. Several processes opening a fresh file at once
+    race for the switch, and SQLite answers "locked" at once, busy timeout or not, so
+    retry until one of them has done it (the mode then persists in the file)."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _sqlite_engine(u: URL, busy_timeout: float, echo: bool) -> Engine:
     db = u.database or ""
     if not db or db == ":memory:" or db.startswith("file:"):
@@ -48,8 +66,8 @@ def _sqlite_engine(u: URL, busy_timeout: float, echo: bool) -> Engine:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        _enable_wal(cur, busy_timeout)
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL
         cur.close()
