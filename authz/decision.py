@@ -63,9 +63,13 @@ class ApprovalOutcome(StrEnum):
     AUTO_REJECTED = "auto_rejected"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
-    """Attributes of the record acted on; all optional, checked when a rule needs them."""
+    """Attributes of the record acted on; all optional, checked when a rule needs them.
+
+    Treat it as immutable; not declared frozen for the reason given on `Decision`
+    (one is built per request, per CheckBatch item).
+    """
 
     record_id: str = ""
     customer_id: str = ""
@@ -78,9 +82,13 @@ class Record:
     location: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CheckRequest:
-    """One question: may this CRM user take this action on this module (and record)?"""
+    """One question: may this CRM user take this action on this module (and record)?
+
+    Treat it as immutable; not declared frozen for the reason given on `Decision`
+    (one is built per request, per CheckBatch item).
+    """
 
     org_id: str
     user: str  # CRM user id or e-mail

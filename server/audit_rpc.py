@@ -88,11 +88,17 @@ class AuditRpc:
                    caller: str) -> tuple[list[Decision | AuthzError], Future[None]]:
         """Decide a batch; every decided item is recorded (the items in error are not)."""
         out = engine.check_many(reqs)
+        return out, self.record_many(reqs, out, caller)
+
+    def record_many(self, reqs: Sequence[CheckRequest], out: Sequence[Decision | AuthzError],
+                    caller: str) -> Future[None]:
+        """Queue the entries of a decided batch (items in error are not recorded). CheckBatch
+        calls it last, once its answer is built: the writer, woken by a full batch of
+        entries, then does not compete for the GIL with building the answer."""
         if self.writer.mode == WriteMode.OFF:
-            return out, self._submit([])
-        entries = [check_entry(r, d, self._crm_user(r, d), caller)
-                   for r, d in zip(reqs, out, strict=True) if isinstance(d, Decision)]
-        return out, self._submit(entries)
+            return self._submit([])
+        return self._submit([check_entry(r, d, self._crm_user(r, d), caller)
+                             for r, d in zip(reqs, out, strict=True) if isinstance(d, Decision)])
 
     def _submit(self, entries: list[AuditEntry]) -> Future[None]:
         fut = self.writer.submit(entries, wait=True)

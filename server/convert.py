@@ -68,6 +68,10 @@ def _text(value: str, field: str, required: bool = False) -> str:
     return value
 
 
+_RECORD_TEXT = ("record_id", "customer_id", "owner", "currency", "status", "created_by",
+                "location")
+
+
 def check_request(msg: pb.CheckRequest) -> CheckRequest:
     """A proto CheckRequest as the domain's, rejecting what proto cannot rule out."""
     if msg.channel not in _CHANNELS:
@@ -78,26 +82,20 @@ def check_request(msg: pb.CheckRequest) -> CheckRequest:
         total = rec.total.value
         if math.isnan(total) or math.isinf(total):
             raise InvalidArgument("record.total", "must be a finite number")
-    for name in ("record_id", "customer_id", "owner", "currency", "status", "created_by",
-                 "location"):
-        _text(getattr(rec, name), f"record.{name}")
+    record = Record(rec.record_id, rec.customer_id, rec.owner, total, rec.currency, rec.status,
+                    rec.approval_level, rec.created_by, rec.location)
+    if max(len(record.record_id), len(record.customer_id), len(record.owner),
+           len(record.currency), len(record.status), len(record.created_by),
+           len(record.location)) > MAX_TEXT:  # one test per request; name the field if so
+        for name in _RECORD_TEXT:
+            _text(getattr(rec, name), f"record.{name}")
     return CheckRequest(
         org_id=_text(msg.org_id, "org_id", required=True),
         user=_text(msg.user, "user", required=True),
         action=_text(msg.action, "action", required=True),
         module=_text(msg.module, "module", required=True),
         product=_text(msg.product, "product"),
-        record=Record(
-            record_id=rec.record_id,
-            customer_id=rec.customer_id,
-            owner=rec.owner,
-            total=total,
-            currency=rec.currency,
-            status=rec.status,
-            approval_level=rec.approval_level,
-            created_by=rec.created_by,
-            location=rec.location,
-        ),
+        record=record,
         read_fields=tuple(msg.read_fields),
         write_fields=tuple(msg.write_fields),
         channel=_CHANNELS[msg.channel],

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeAlias
 
@@ -194,14 +195,18 @@ def _observe(name: str, response: Any, seconds: float) -> None:
     metrics.RPCS.labels(name, "OK").inc()
     if isinstance(response, pb.CheckResponse):
         metrics.DECISION_SECONDS.labels(name).observe(seconds)
-        _count(response)
+        _count(response.decision, response.reason)
     elif isinstance(response, pb.CheckBatchResponse):
         metrics.DECISION_SECONDS.labels(name).observe(seconds)
-        for r in response.results:
-            if r.HasField("response"):
-                _count(r.response)
+        # Counted per (decision, reason), then one increment each: a labelled counter
+        # takes a lock per call, 1,000 times per full batch otherwise.
+        counts = Counter((r.response.decision, r.response.reason) for r in response.results
+                         if r.HasField("response"))
+        for (decision, reason), n in counts.items():
+            _count(decision, reason, n)
 
 
-def _count(r: pb.CheckResponse) -> None:
-    outcome = "allow" if r.decision == pb.DECISION_ALLOW else "deny"
-    metrics.DECISIONS.labels(outcome, pb.Reason.Name(r.reason).removeprefix("REASON_").lower()).inc()
+def _count(decision: int, reason: pb.Reason.ValueType, n: int = 1) -> None:
+    outcome = "allow" if decision == pb.DECISION_ALLOW else "deny"
+    metrics.DECISIONS.labels(outcome, pb.Reason.Name(reason).removeprefix("REASON_").lower()
+                             ).inc(n)

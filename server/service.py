@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
@@ -106,6 +106,18 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
         if n > self.max_batch:
             await _abort(context, InvalidArgument(
                 "requests", f"{n} items; at most {self.max_batch} per batch"))
+        out, recorded, errors = await self._run(self._batch, engine, audit, request,
+                                                current_caller.get().name)
+        await audit.confirm(recorded, context)
+        event(log, logging.DEBUG, "check_batch", items=n, errors=errors)
+        return out
+
+    @staticmethod
+    def _batch(engine: Engine, audit: AuditRpc, request: pb.CheckBatchRequest, caller: str
+               ) -> tuple[pb.CheckBatchResponse, Future[None], int]:
+        """A whole CheckBatch in one worker-thread hop: convert, decide (snapshots fetched
+        once per organization), answer, then queue the audit entries; returns the answer,
+        the recording future and the number of items in error."""
         # Invalid items keep their slot: convert errors are collected, the rest decided.
         parsed: list[CheckRequest | AuthzError] = []
         for i, item in enumerate(request.requests):
@@ -114,24 +126,23 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
             except InvalidArgument as exc:
                 parsed.append(InvalidArgument(f"requests[{i}].{exc.field}", exc.description))
         valid = [p for p in parsed if isinstance(p, CheckRequest)]
-        decisions, recorded = await self._run(audit.check_many, engine, valid,
-                                              current_caller.get().name)
-        await audit.confirm(recorded, context)
+        decisions = engine.check_many(valid)
         decided = iter(decisions)
         stamp = Timestamp()
         stamp.GetCurrentTime()  # one decided_at for the batch: its items are decided together
         out = pb.CheckBatchResponse()
         add = out.results.add
+        errors = 0
         for i, p in enumerate(parsed):
             result = p if isinstance(p, AuthzError) else next(decided)
             if isinstance(result, InvalidArgument) and not result.field.startswith("requests["):
                 result = InvalidArgument(f"requests[{i}].{result.field}", result.description)
             if isinstance(result, AuthzError):
+                errors += 1
                 add(error=convert.error_status(result))
             else:
                 add(response=convert.check_response(result, stamp=stamp))
-        event(log, logging.DEBUG, "check_batch", items=n, errors=n - len(valid))
-        return out
+        return out, audit.record_many(valid, decisions, caller), errors
 
     async def Attribute(self, request: pb.AttributeRequest,
                         context: grpc.aio.ServicerContext[Any, Any]) -> pb.AttributeResponse:
