@@ -45,6 +45,16 @@ USERS = 100
 IN_FLIGHT = 32
 
 
+#: Server process id by address (for CPU accounting; `--workers` children are not in it).
+PIDS: dict[str, int] = {}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -97,11 +107,13 @@ def _process(args: list[str], ready_line: bool, address: str, tmp: Path, name: s
     log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE if ready_line else log,
                             stderr=log, env=env or _env())
+    PIDS[address] = proc.pid
     try:
         if ready_line:
             assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready", name
         yield address
     finally:
+        PIDS.pop(address, None)
         proc.terminate()
         proc.wait(30)
         log.close()
@@ -195,12 +207,21 @@ async def _rate(address: str, method: str, payloads: list[bytes], seconds: float
 
 
 def rates(targets: dict[str, tuple[str, str]], payloads: list[bytes], seconds: float,
-          rounds: int) -> dict[str, float]:
-    """Best calls/s of each target over `rounds` alternating rounds."""
+          rounds: int, cpu: dict[str, float] | None = None) -> dict[str, float]:
+    """Best calls/s of each target over `rounds` alternating rounds. With `cpu`, also the
+    server process's CPU µs per call in its best round (where the time goes when the
+    server, not the client, is what limits the rate)."""
     best = dict.fromkeys(targets, 0.0)
     for _ in range(rounds):
         for name, (address, method) in targets.items():
-            best[name] = max(best[name], asyncio.run(_rate(address, method, payloads, seconds)))
+            pid = PIDS.get(address)
+            c0, t0 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter()
+            rate = asyncio.run(_rate(address, method, payloads, seconds))
+            if rate > best[name]:
+                best[name] = rate
+                if cpu is not None and pid:
+                    calls = rate * (time.perf_counter() - t0)
+                    cpu[name] = (cpu_seconds(pid) - c0) / calls * 1e6
     return best
 
 
@@ -235,12 +256,15 @@ def _model(addr_echo: str, addr_check: str, msgs: list[pb.CheckRequest], payload
             "echo": lambda i: echo(payloads[i % len(payloads)], timeout=10),
             "check": lambda i: stub.Check(msgs[i % len(msgs)], timeout=10),
         }, n)
+        cpu: dict[str, float] = {}
         rps = rates({"echo": (addr_echo, ECHO_METHOD), "check": (addr_check, CHECK)},
-                    payloads, seconds, rounds)
+                    payloads, seconds, rounds, cpu)
         runs = 7 if n < 2000 else 15
         batch = batch_ms(stub, msgs, runs, 0.5)
         back_to_back = batch_ms(stub, msgs, runs, 0.0)
     return {"batch_1000_ms_back_to_back": back_to_back,
+            "echo_server_cpu_us_per_call_32": cpu.get("echo", 0.0),
+            "check_server_cpu_us_per_call_32": cpu.get("check", 0.0),
             "echo_p50_us": lat["echo"][0], "echo_p99_us": lat["echo"][1],
             "check_p50_us": lat["check"][0], "check_p99_us": lat["check"][1],
             "echo_rps_32": rps["echo"], "check_rps_32": rps["check"], "batch_1000_ms": batch}
@@ -301,6 +325,9 @@ def _print(out: dict[str, Any]) -> None:
     show(f"Check calls/s, {IN_FLIGHT} in flight", out["check_rps_32"], "/s")
     show("Check/echo calls/s", out["rps_ratio_32"], "×", target=0.9, higher=True)
     show("Check calls/s with --workers 2", out["check_rps_32_workers_2"], "/s")
+    show("echo server CPU per call (32 in flight)", out["echo_server_cpu_us_per_call_32"], "µs")
+    show("Check server CPU per call (32 in flight)", out["check_server_cpu_us_per_call_32"],
+         "µs")
     show("CheckBatch of 1,000", out["batch_1000_ms"], "ms", target=15.0)
     show("CheckBatch of 1,000, back to back", out["batch_1000_ms_back_to_back"], "ms")
     for name, f in out["serving_model_comparison"].items():

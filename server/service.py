@@ -16,7 +16,6 @@ from concurrent.futures import Executor, Future
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_status import rpc_status
 
 from authz.attribution import AttributionDenied
@@ -128,8 +127,7 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
         valid = [p for p in parsed if isinstance(p, CheckRequest)]
         decisions = engine.check_many(valid)
         decided = iter(decisions)
-        stamp = Timestamp()
-        stamp.GetCurrentTime()  # one decided_at for the batch: its items are decided together
+        stamp = convert.now_stamp()  # one decided_at for the batch: decided together
         out = pb.CheckBatchResponse()
         add = out.results.add
         errors = 0
