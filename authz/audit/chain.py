@@ -11,6 +11,8 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from json.encoder import encode_basestring
+from typing import Any
 
 GENESIS = "0" * 64
 
@@ -42,24 +44,85 @@ class AuditEntry:
 
 _CONTENT = tuple(f.name for f in fields(AuditEntry) if f.name != "hash")
 
+# The canonical JSON of `content_hash`, written out: the keys in sorted order, each value
+# in one %s. Strings go through json's own string encoder (the one json.dumps uses with
+# ensure_ascii=False), so the text, and therefore the hash, is byte for byte what
+# json.dumps(..., sort_keys=True) gives: chains written before and after verify alike.
+_SORTED = tuple(sorted(_CONTENT))
+_TEMPLATE = "{" + ",".join(f'"{k}":%s' for k in _SORTED) + "}"
+_esc = encode_basestring
+
+
+def _canonical_json(values: dict[str, object]) -> str:
+    return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _content_hash(org_id: str, seq: int, kind: str, at: str, decision_id: str, crm_user: str,
+                  acting_kind: str, acting_id: str, action: str, module: str, record_id: str,
+                  allowed: bool, reason: str, mode: str, policy_revision: str,
+                  directory_revision: int, caller: str, prev_hash: str) -> str:
+    """`content_hash` from the field values (in AuditEntry order, without the hash)."""
+    if type(seq) is int and type(directory_revision) is int and type(allowed) is bool:
+        esc = _esc
+        try:
+            text = _TEMPLATE % (  # sorted key order: see _SORTED
+                esc(acting_id), esc(acting_kind), esc(action), "true" if allowed else "false",
+                esc(at), esc(caller), esc(crm_user), esc(decision_id), directory_revision,
+                esc(kind), esc(mode), esc(module), esc(org_id), esc(policy_revision),
+                esc(prev_hash), esc(reason), esc(record_id), seq)
+        except TypeError:  # a value that is not a str: json.dumps decides how it reads
+            text = ""
+        if text:
+            return hashlib.sha256(text.encode()).hexdigest()
+    values = dict(zip(_CONTENT, (org_id, seq, kind, at, decision_id, crm_user, acting_kind,
+                                 acting_id, action, module, record_id, allowed, reason, mode,
+                                 policy_revision, directory_revision, caller, prev_hash),
+                      strict=True))
+    return hashlib.sha256(_canonical_json(values).encode()).hexdigest()
+
 
 def content_hash(entry: AuditEntry) -> str:
-    """SHA-256 over the entry's canonical JSON (every field but the hash itself)."""
-    data = {k: getattr(entry, k) for k in _CONTENT}
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """SHA-256 over the entry's canonical JSON (every field but the hash itself): the
+    json.dumps of those fields with sorted keys, compact separators, UTF-8 (not escaped)."""
+    return _content_hash(entry.org_id, entry.seq, entry.kind, entry.at, entry.decision_id,
+                         entry.crm_user, entry.acting_kind, entry.acting_id, entry.action,
+                         entry.module, entry.record_id, entry.allowed, entry.reason, entry.mode,
+                         entry.policy_revision, entry.directory_revision, entry.caller,
+                         entry.prev_hash)
 
 
-def seal(entry: AuditEntry, prev_hash: str) -> AuditEntry:
-    """The entry linked after `prev_hash`, with its hash set.
+def _self_check() -> None:
+    """The written-out template must give json.dumps's text (the key order above is by hand)."""
+    values: list[object] = [f"v{i}\"é\n" for i in range(len(_CONTENT))]
+    values[_CONTENT.index("seq")], values[_CONTENT.index("allowed")] = 7, True
+    values[_CONTENT.index("directory_revision")] = 11
+    expected = hashlib.sha256(_canonical_json(dict(zip(_CONTENT, values, strict=True))).encode())
+    if _content_hash(*values) != expected.hexdigest():  # type: ignore[arg-type]
+        raise AssertionError("authz.audit.chain: the canonical template does not match json.dumps")
 
-    Built field by field rather than through dataclasses.asdict (a deep copy, an order of
-    magnitude slower): the batched writer seals every entry on its way to the store.
+
+_self_check()
+
+
+def sealed_fields(entry: AuditEntry, prev_hash: str, seq: int) -> tuple[Any, ...]:
+    """The field values (AuditEntry order, hash last) of `entry` numbered `seq` and linked
+    after `prev_hash`: what the store inserts, without building an entry."""
+    e = entry
+    return (e.org_id, seq, e.kind, e.at, e.decision_id, e.crm_user, e.acting_kind, e.acting_id,
+            e.action, e.module, e.record_id, e.allowed, e.reason, e.mode, e.policy_revision,
+            e.directory_revision, e.caller, prev_hash,
+            _content_hash(e.org_id, seq, e.kind, e.at, e.decision_id, e.crm_user, e.acting_kind,
+                          e.acting_id, e.action, e.module, e.record_id, e.allowed, e.reason,
+                          e.mode, e.policy_revision, e.directory_revision, e.caller, prev_hash))
+
+
+def seal(entry: AuditEntry, prev_hash: str, seq: int | None = None) -> AuditEntry:
+    """The entry linked after `prev_hash` (numbered `seq`, when given), with its hash set.
+
+    Built positionally from the fields (no dataclasses.replace/asdict, no intermediate
+    entry): the batched writer seals every entry on its way to the store.
     """
-    values = {k: getattr(entry, k) for k in _CONTENT}
-    values["prev_hash"] = prev_hash
-    linked = AuditEntry(**values)
-    return AuditEntry(**values, hash=content_hash(linked))
+    return AuditEntry(*sealed_fields(entry, prev_hash, entry.seq if seq is None else seq))
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from authz.audit.chain import GENESIS, AuditEntry, Break, seal, verify
+from authz.audit.chain import GENESIS, AuditEntry, Break, sealed_fields, verify
 from authz.store.audit_schema import audit_entries as E
 from authz.store.audit_schema import audit_heads as H
 from authz.store.connect import WRITE, insert_ignore
@@ -96,41 +96,65 @@ class AuditStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._has_head: set[str] = set()  # organizations whose head row exists
 
     # -- writes ------------------------------------------------------------------------
 
     def append(self, entries: Sequence[AuditEntry],
                dropped: Mapping[str, int] | None = None) -> list[AuditEntry]:
         """Seal and insert entries (their seq and hashes are assigned here) in one
-        transaction; also adds `dropped` counts to the heads. Returns the sealed entries."""
+        transaction; also adds `dropped` counts to the heads. Returns the sealed entries.
+
+        One statement per step whatever the number of organizations: lock the heads (one
+        SELECT ... FOR UPDATE, in org_id order), insert every entry (one executemany),
+        move the heads (one executemany).
+        """
         by_org: dict[str, list[AuditEntry]] = defaultdict(list)
         for e in entries:
             by_org[e.org_id].append(e)
         drops = {k: v for k, v in (dropped or {}).items() if v}
-        sealed: list[AuditEntry] = []
+        orgs = sorted(set(by_org) | set(drops))  # one lock order: no deadlock
+        if not orgs:
+            return []
+        rows: list[tuple[Any, ...]] = []
         with self.engine.connect() as conn:
             conn.execution_options(**{WRITE: True})
             with conn.begin():
-                for org_id in sorted(set(by_org) | set(drops)):  # one lock order: no deadlock
-                    head = self._lock_head(conn, org_id)
-                    seq, prev = head.seq, head.hash
-                    rows = []
+                heads = self._lock_heads(conn, orgs)
+                moves = []
+                for org_id in orgs:
+                    seq, prev = heads[org_id]
                     for e in by_org.get(org_id, ()):
                         seq += 1
-                        s = seal(dataclasses.replace(e, seq=seq), prev)
-                        prev = s.hash
-                        sealed.append(s)
-                        rows.append({k: getattr(s, k) for k in _FIELDS})
-                    if rows:
-                        conn.execute(E.insert(), rows)
-                    conn.execute(H.update().where(H.c.org_id == org_id).values(
-                        seq=seq, hash=prev, dropped=H.c.dropped + drops.get(org_id, 0)))
-        return sealed
+                        values = sealed_fields(e, prev, seq)
+                        prev = values[-1]
+                        rows.append(values)
+                    moves.append({"o": org_id, "s": seq, "h": prev, "d": drops.get(org_id, 0)})
+                if rows:
+                    conn.execute(E.insert(), [dict(zip(_FIELDS, r, strict=True))
+                                              for r in rows])
+                conn.execute(_MOVE_HEAD, moves)
+        return [AuditEntry(*r) for r in rows]
+
+    def _lock_heads(self, conn: Connection, orgs: list[str]) -> dict[str, tuple[int, str]]:
+        """Lock the head rows of `orgs` (sorted) and read their (seq, hash), creating the
+        missing ones first. Which organizations already have a head is remembered (head rows
+        are never deleted), so a steady stream costs one SELECT per transaction."""
+        for org_id in orgs:
+            if org_id not in self._has_head:
+                _insert_head(conn, org_id)
+        heads = _read_heads(conn, orgs)
+        if len(heads) < len(orgs):  # a head remembered here is gone: create it again
+            for org_id in orgs:
+                if org_id not in heads:
+                    _insert_head(conn, org_id)
+            heads = _read_heads(conn, orgs)
+        self._has_head.update(orgs)
+        return heads
 
     @staticmethod
     def _lock_head(conn: Connection, org_id: str) -> Head:
-        insert_ignore(conn, H, org_id=org_id, seq=0, hash=GENESIS, checkpoint_seq=0,
-                      checkpoint_hash=GENESIS, dropped=0)
+        _insert_head(conn, org_id)
         row = conn.execute(sa.select(H).where(H.c.org_id == org_id).with_for_update()).one()
         return _head(row)
 
@@ -253,6 +277,25 @@ class AuditStore:
     def usage_by_user(self, org_id: str, since: dt.datetime) -> dict[str, int]:
         """Checks per CRM user since `since` (see `usage`)."""
         return usage_by_user(self.engine, org_id, since)
+
+
+# The heads after an append: one executemany, parameters o (org), s, h (new seq, hash), d
+# (entries dropped since the last append).
+_MOVE_HEAD = (H.update().where(H.c.org_id == sa.bindparam("o"))
+              .values(seq=sa.bindparam("s"), hash=sa.bindparam("h"),
+                      dropped=H.c.dropped + sa.bindparam("d")))
+
+
+def _insert_head(conn: Connection, org_id: str) -> None:
+    insert_ignore(conn, H, org_id=org_id, seq=0, hash=GENESIS, checkpoint_seq=0,
+                  checkpoint_hash=GENESIS, dropped=0)
+
+
+def _read_heads(conn: Connection, orgs: list[str]) -> dict[str, tuple[int, str]]:
+    """(seq, hash) of the heads of `orgs`, locked (FOR UPDATE) in org_id order."""
+    rows = conn.execute(sa.select(H.c.org_id, H.c.seq, H.c.hash).where(H.c.org_id.in_(orgs))
+                        .order_by(H.c.org_id).with_for_update())
+    return {org_id: (int(seq), hash_) for org_id, seq, hash_ in rows}
 
 
 def _head(row: Any) -> Head:
