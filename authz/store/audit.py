@@ -15,7 +15,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO, overload
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -101,9 +101,10 @@ class AuditStore:
     # -- writes ------------------------------------------------------------------------
 
     def append(self, entries: Sequence[AuditEntry],
-               dropped: Mapping[str, int] | None = None) -> list[AuditEntry]:
+               dropped: Mapping[str, int] | None = None) -> Sequence[AuditEntry]:
         """Seal and insert entries (their seq and hashes are assigned here) in one
-        transaction; also adds `dropped` counts to the heads. Returns the sealed entries.
+        transaction; also adds `dropped` counts to the heads. Returns the sealed entries
+        (built when read: the writer does not read them).
 
         One statement per step whatever the number of organizations: lock the heads (one
         SELECT ... FOR UPDATE, in org_id order), insert every entry (one executemany),
@@ -115,7 +116,7 @@ class AuditStore:
         drops = {k: v for k, v in (dropped or {}).items() if v}
         orgs = sorted(set(by_org) | set(drops))  # one lock order: no deadlock
         if not orgs:
-            return []
+            return _Sealed([])
         rows: list[tuple[Any, ...]] = []
         with self.engine.connect() as conn:
             conn.execution_options(**{WRITE: True})
@@ -130,11 +131,10 @@ class AuditStore:
                         prev = values[-1]
                         rows.append(values)
                     moves.append({"o": org_id, "s": seq, "h": prev, "d": drops.get(org_id, 0)})
-                if rows:
-                    conn.execute(E.insert(), [dict(zip(_FIELDS, r, strict=True))
-                                              for r in rows])
+                if rows:  # the driver's executemany on tuples: no per-row parameter dicts
+                    conn.exec_driver_sql(_insert_sql(conn), rows)
                 conn.execute(_MOVE_HEAD, moves)
-        return [AuditEntry(*r) for r in rows]
+        return _Sealed(rows)
 
     def _lock_heads(self, conn: Connection, orgs: list[str]) -> dict[str, tuple[int, str]]:
         """Lock the head rows of `orgs` (sorted) and read their (seq, hash), creating the
@@ -284,6 +284,52 @@ class AuditStore:
 _MOVE_HEAD = (H.update().where(H.c.org_id == sa.bindparam("o"))
               .values(seq=sa.bindparam("s"), hash=sa.bindparam("h"),
                       dropped=H.c.dropped + sa.bindparam("d")))
+
+
+_INSERT_SQL: dict[str, str] = {}
+
+
+def _insert_sql(conn: Connection) -> str:
+    """INSERT of one entry row in the driver's own parameter style (positional, in
+    AuditEntry field order), for Connection.exec_driver_sql."""
+    style = conn.dialect.paramstyle
+    sql = _INSERT_SQL.get(style)
+    if sql is None:
+        mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}[style]
+        quote = conn.dialect.identifier_preparer.quote
+        sql = (f"INSERT INTO {quote(E.name)} ({', '.join(quote(f) for f in _FIELDS)}) "
+               f"VALUES ({', '.join([mark] * len(_FIELDS))})")
+        _INSERT_SQL[style] = sql
+    return sql
+
+
+class _Sealed(Sequence[AuditEntry]):
+    """Sealed entries as inserted (field tuples), each made an AuditEntry when read."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, i: int) -> AuditEntry: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[AuditEntry]: ...
+    def __getitem__(self, i: int | slice) -> AuditEntry | list[AuditEntry]:
+        if isinstance(i, slice):
+            return [AuditEntry(*r) for r in self._rows[i]]
+        return AuditEntry(*self._rows[i])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(list(self))
 
 
 def _insert_head(conn: Connection, org_id: str) -> None:
