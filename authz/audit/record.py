@@ -12,13 +12,21 @@ from authz.attribution import Attribution, Operation
 from authz.audit.chain import AuditEntry
 from authz.decision import CheckRequest, Decision, IdentityKind
 
+_second: tuple[int, str] = (-1, "")  # the last second stamped, and its text
+
 
 def now_stamp() -> str:
     """Fixed-width ISO 8601 UTC (as authz.store.audit.stamp writes it): hashed as text, so it
     must round-trip exactly. From time.time() because it runs on every decision, and is
-    about twice as fast as datetime.strftime."""
+    about twice as fast as datetime.strftime; the text of the second is formatted once a
+    second (a tuple swap: safe across threads)."""
+    global _second
     t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+    sec = int(t)
+    second = _second
+    if second[0] != sec:
+        second = _second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+    return f"{second[1]}.{int(t % 1 * 1e6):06d}Z"
 
 
 def acting_id(d: Decision) -> str:

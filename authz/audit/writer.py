@@ -63,7 +63,7 @@ class AuditWriter:
     """The queue and its flusher thread; `submit` is called on every decision."""
 
     def __init__(self, sink: Sink, mode: WriteMode = WriteMode.BATCHED, *, queue_size: int = 10_000,
-                 when_full: WhenFull = WhenFull.BLOCK, max_batch: int = 500,
+                 when_full: WhenFull = WhenFull.BLOCK, max_batch: int = 1000,
                  flush_interval: float = 0.05, retry_delay: float = 0.5) -> None:
         self.sink = sink
         self.mode = mode
@@ -226,6 +226,7 @@ class AuditWriter:
             self.written += len(batch)
             self._settled += len(batch)
             self._cv.notify_all()
-        for _, fut, last in batch:
-            if fut is not None and last and not fut.done():
-                fut.set_result(None)
+        if self.mode == WriteMode.STRICT:  # batched entries have no futures to settle
+            for _, fut, last in batch:
+                if fut is not None and last and not fut.done():
+                    fut.set_result(None)
