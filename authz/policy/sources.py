@@ -30,6 +30,7 @@ from authz.policy.model import (
     Release,
     Role,
 )
+from authz.policy.reader import Reader, one_of
 from authz.policy.yamlsrc import Path_, Source, load
 
 ORG_FILES = ("organization.yaml", "roles.yaml", "fields.yaml", "approvals.yaml")
@@ -39,103 +40,11 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_LEVELS = 10
 
 
-def _one_of(values: Any) -> str:
-    return "one of: " + ", ".join(str(v) for v in values)
-
-
-class _Reader:
-    """Walks one source, collecting problems instead of stopping at the first."""
-
-    def __init__(self, src: Source, problems: list[Problem]) -> None:
-        self.src = src
-        self.problems = problems
-
-    def fail(self, path: Path_, message: str, found: Any = None, expected: str = "") -> None:
-        shown = "" if found is None else repr(found)
-        self.problems.append(Problem(self.src.at(path), message, shown, expected))
-
-    def get(self, path: Path_) -> Any:
-        value: Any = self.src.data
-        for part in path:
-            if isinstance(part, int):
-                value = value[part]
-            else:
-                value = value.get(part) if isinstance(value, dict) else None
-        return value
-
-    def mapping(self, path: Path_, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
-        value = self.get(path)
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.fail(path, "expected a mapping", type(value).__name__, "key: value pairs")
-            return {}
-        if allowed is not None:
-            for key in value:
-                if key not in allowed:
-                    self.fail((*path, key), f"unknown key '{key}'", None, _one_of(allowed))
-        return value
-
-    def seq(self, path: Path_) -> list[Any]:
-        value = self.get(path)
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self.fail(path, "expected a list", type(value).__name__, "a YAML list")
-            return []
-        return value
-
-    def string(self, path: Path_, required: bool = True, pattern: re.Pattern[str] | None = None,
-               choices: tuple[str, ...] | None = None, default: str = "") -> str:
-        value = self.get(path)
-        if value is None:
-            if required:
-                self.fail(path, f"missing '{path[-1]}'")
-            return default
-        if not isinstance(value, str):
-            self.fail(path, f"'{path[-1]}' must be text", value)
-            return default
-        if choices is not None and value not in choices:
-            self.fail(path, f"invalid '{path[-1]}'", value, _one_of(choices))
-            return default
-        if pattern is not None and not pattern.match(value):
-            self.fail(path, f"invalid '{path[-1]}'", value, f"text matching {pattern.pattern}")
-            return default
-        return value
-
-    def boolean(self, path: Path_, default: bool = False) -> bool:
-        value = self.get(path)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.fail(path, f"'{path[-1]}' must be true or false", value)
-            return default
-        return value
-
-    def integer(self, path: Path_, default: int, minimum: int = 0) -> int:
-        value = self.get(path)
-        if value is None:
-            return default
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            self.fail(path, f"'{path[-1]}' must be a whole number >= {minimum}", value)
-            return default
-        return value
-
-    def strings(self, path: Path_) -> list[str]:
-        out = []
-        for i, item in enumerate(self.seq(path)):
-            if isinstance(item, str):
-                out.append(item)
-            else:
-                self.fail((*path, i), "expected text", item)
-        return out
-
-
 def _order(items: list[str], catalogue: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(set(items), key=catalogue.index))
 
 
-def _read_roles(r: _Reader, product: str, path: Path_, predefined: bool) -> list[Role]:
+def _read_roles(r: Reader, product: str, path: Path_, predefined: bool) -> list[Role]:
     roles = []
     modules = catalog.MODULES[product]
     for i, _ in enumerate(r.seq(path)):
@@ -153,14 +62,14 @@ def _read_roles(r: _Reader, product: str, path: Path_, predefined: bool) -> list
         exclude = r.strings((*rp, "exclude_modules"))
         for j, m in enumerate(exclude):
             if m not in modules:
-                r.fail((*rp, "exclude_modules", j), f"unknown {product} module", m, _one_of(modules))
+                r.fail((*rp, "exclude_modules", j), f"unknown {product} module", m, one_of(modules))
         grants: dict[str, list[str]] = {}
         perms = r.mapping((*rp, "permissions"))
         for module, actions in perms.items():
             pp = (*rp, "permissions", module)
             targets = [m for m in modules if m not in exclude] if module == "*" else [module]
             if module != "*" and module not in modules:
-                r.fail(pp, f"unknown {product} module", module, _one_of(modules))
+                r.fail(pp, f"unknown {product} module", module, one_of(modules))
                 continue
             if actions == "*":
                 for m in targets:
@@ -171,14 +80,14 @@ def _read_roles(r: _Reader, product: str, path: Path_, predefined: bool) -> list
                 continue
             for k, action in enumerate(actions):
                 if not isinstance(action, str) or action not in catalog.ALL_ACTIONS:
-                    r.fail((*pp, k), "unknown action", action, _one_of(catalog.RECORD_ACTIONS))
+                    r.fail((*pp, k), "unknown action", action, one_of(catalog.RECORD_ACTIONS))
                     continue
                 for m in targets:
                     if action in catalog.actions_for(m):
                         grants.setdefault(m, []).append(action)
                     elif module != "*":
                         r.fail((*pp, k), f"action not available on module {m}", action,
-                               _one_of(catalog.actions_for(m)))
+                               one_of(catalog.actions_for(m)))
         protected = r.boolean((*rp, "protected_data"))
         if protected:
             for m, acts in grants.items():
@@ -193,7 +102,7 @@ def _read_roles(r: _Reader, product: str, path: Path_, predefined: bool) -> list
     return roles
 
 
-def _check_unique_roles(r: _Reader, roles: list[Role], predefined: dict[str, Role]) -> None:
+def _check_unique_roles(r: Reader, roles: list[Role], predefined: dict[str, Role]) -> None:
     seen: dict[str, Role] = {}
     for role in roles:
         if role.key in predefined:
@@ -207,18 +116,18 @@ def _check_unique_roles(r: _Reader, roles: list[Role], predefined: dict[str, Rol
             seen[role.key] = role
 
 
-def _read_fields(r: _Reader, products: tuple[str, ...], roles: dict[str, Role]) -> list[FieldRule]:
+def _read_fields(r: Reader, products: tuple[str, ...], roles: dict[str, Role]) -> list[FieldRule]:
     rules = []
     access = catalog.FIELD_ACCESS
     for product in r.mapping((), catalog.PRODUCTS):
         if product not in products:
             r.fail((product,), "product is not connected to this organization", product,
-                   _one_of(products))
+                   one_of(products))
             continue
         for module, _ in r.mapping((product,)).items():
             if module not in catalog.MODULES[product]:
                 r.fail((product, module), f"unknown {product} module", module,
-                       _one_of(catalog.MODULES[product]))
+                       one_of(catalog.MODULES[product]))
                 continue
             seen: set[str] = set()
             for i, _ in enumerate(r.seq((product, module))):
@@ -238,7 +147,7 @@ def _read_fields(r: _Reader, products: tuple[str, ...], roles: dict[str, Role]) 
                     elif roles[f"{product}:{role_id}"].admin:
                         r.fail((*fp, "roles", role_id), "admin roles always have read_write")
                     elif acc not in access:
-                        r.fail((*fp, "roles", role_id), "invalid access", acc, _one_of(access))
+                        r.fail((*fp, "roles", role_id), "invalid access", acc, one_of(access))
                     else:
                         per_role[role_id] = cast(Access, acc)
                 rules.append(FieldRule(product, module, name, cast(Access, default),
@@ -247,7 +156,7 @@ def _read_fields(r: _Reader, products: tuple[str, ...], roles: dict[str, Role]) 
     return rules
 
 
-def _read_level(r: _Reader, lp: Path_, product: str, roles: dict[str, Role]) -> Level:
+def _read_level(r: Reader, lp: Path_, product: str, roles: dict[str, Role]) -> Level:
     r.mapping(lp, ("roles", "users"))
     level_roles = r.strings((*lp, "roles"))
     users = r.strings((*lp, "users"))
@@ -263,7 +172,7 @@ def _read_level(r: _Reader, lp: Path_, product: str, roles: dict[str, Role]) -> 
     return Level(tuple(sorted(set(level_roles))), tuple(sorted({u.casefold() for u in users})))
 
 
-def _read_levels(r: _Reader, path: Path_, product: str, roles: dict[str, Role]) -> tuple[Level, ...]:
+def _read_levels(r: Reader, path: Path_, product: str, roles: dict[str, Role]) -> tuple[Level, ...]:
     items = r.seq(path)
     if not items:
         r.fail(path, "at least one approval level is needed")
@@ -272,7 +181,7 @@ def _read_levels(r: _Reader, path: Path_, product: str, roles: dict[str, Role]) 
     return tuple(_read_level(r, (*path, i), product, roles) for i in range(len(items)))
 
 
-def _read_custom(r: _Reader, ap: Path_, product: str, roles: dict[str, Role]) -> list[Flow]:
+def _read_custom(r: Reader, ap: Path_, product: str, roles: dict[str, Role]) -> list[Flow]:
     flows: list[Flow] = []
     priorities: dict[int, str] = {}
     ids: set[str] = set()
@@ -321,17 +230,17 @@ def _read_custom(r: _Reader, ap: Path_, product: str, roles: dict[str, Role]) ->
     return flows
 
 
-def _read_approvals(r: _Reader, products: tuple[str, ...], roles: dict[str, Role]) -> list[ModuleApproval]:
+def _read_approvals(r: Reader, products: tuple[str, ...], roles: dict[str, Role]) -> list[ModuleApproval]:
     out = []
     for product, _ in r.mapping((), catalog.PRODUCTS).items():
         if product not in products:
             r.fail((product,), "product is not connected to this organization", product,
-                   _one_of(products))
+                   one_of(products))
             continue
         for module, _ in r.mapping((product,)).items():
             ap = (product, module)
             if module not in catalog.MODULES[product]:
-                r.fail(ap, f"unknown {product} module", module, _one_of(catalog.MODULES[product]))
+                r.fail(ap, f"unknown {product} module", module, one_of(catalog.MODULES[product]))
                 continue
             r.mapping(ap, ("type", "levels", "rules", "blocked_until_approved"))
             kind = r.string((*ap, "type"), choices=("none", "simple", "multi_level", "custom"),
@@ -360,7 +269,7 @@ def _read_approvals(r: _Reader, products: tuple[str, ...], roles: dict[str, Role
                 for k, a in enumerate(blocked_list):
                     if a not in catalog.actions_for(module):
                         r.fail((*ap, "blocked_until_approved", k), "unknown action", a,
-                               _one_of(catalog.actions_for(module)))
+                               one_of(catalog.actions_for(module)))
                 blocked_actions = _order([a for a in blocked_list
                                           if a in catalog.actions_for(module)],
                                          catalog.actions_for(module))
@@ -388,7 +297,7 @@ def _read_org(
             problems.extend(exc.problems)
     if "organization.yaml" not in srcs:
         return None
-    o = _Reader(srcs["organization.yaml"], problems)
+    o = Reader(srcs["organization.yaml"], problems)
     o.mapping((), ("id", "name", "data_centre", "edition", "products", "mode", "unified_since",
                    "integration_owner", "integration_user_quota", "approvals"))
     org_id = o.string(("id",), pattern=_ORG_ID)
@@ -397,26 +306,26 @@ def _read_org(
     products = o.strings(("products",))
     for i, p in enumerate(products):
         if p not in catalog.PRODUCTS:
-            o.fail(("products", i), "unknown product", p, _one_of(catalog.PRODUCTS))
+            o.fail(("products", i), "unknown product", p, one_of(catalog.PRODUCTS))
     if not products:
         o.fail(("products",), "an organization connects at least one finance product")
     connected = tuple(p for p in catalog.PRODUCTS if p in products)
     o.mapping(("approvals",), ("allow_self_approval",))
     roles = [r for r in predefined.values() if r.product in connected]
     if "roles.yaml" in srcs:
-        rr = _Reader(srcs["roles.yaml"], problems)
+        rr = Reader(srcs["roles.yaml"], problems)
         for product in rr.mapping((), catalog.PRODUCTS):
             if product not in connected:
                 rr.fail((product,), "product is not connected to this organization", product,
-                        _one_of(connected))
+                        one_of(connected))
                 continue
             custom = _read_roles(rr, product, (product,), predefined=False)
             _check_unique_roles(rr, custom, predefined)
             roles.extend(c for c in custom if c.key not in predefined)
     by_key = {r.key: r for r in roles}
-    fields = _read_fields(_Reader(srcs["fields.yaml"], problems), connected, by_key) \
+    fields = _read_fields(Reader(srcs["fields.yaml"], problems), connected, by_key) \
         if "fields.yaml" in srcs else []
-    approvals = _read_approvals(_Reader(srcs["approvals.yaml"], problems), connected, by_key) \
+    approvals = _read_approvals(Reader(srcs["approvals.yaml"], problems), connected, by_key) \
         if "approvals.yaml" in srcs else []
     return Organization(
         id=org_id,
@@ -439,7 +348,7 @@ def _read_org(
 
 
 def _read_integration(src: Source, problems: list[Problem]) -> IntegrationSet:
-    r = _Reader(src, problems)
+    r = Reader(src, problems)
     r.mapping((), ("version", "effective", "summary", "permissions", "history"))
     grants: dict[str, dict[str, tuple[str, ...]]] = {}
     for product in r.mapping(("permissions",), catalog.PRODUCTS):
@@ -466,19 +375,19 @@ def _read_integration(src: Source, problems: list[Problem]) -> IntegrationSet:
 
 
 def _read_release(src: Source, problems: list[Problem]) -> Release:
-    r = _Reader(src, problems)
+    r = Reader(src, problems)
     r.mapping((), ("default", "data_centres"))
     default = r.string(("default",), choices=("available", "unavailable"), default="available")
     by_dc: dict[str, tuple[str, ...]] = {}
     for dc, _ in r.mapping(("data_centres",)).items():
         if dc not in catalog.DATA_CENTRES:
-            r.fail(("data_centres", dc), "unknown data centre", dc, _one_of(catalog.DATA_CENTRES))
+            r.fail(("data_centres", dc), "unknown data centre", dc, one_of(catalog.DATA_CENTRES))
         r.mapping(("data_centres", dc), ("available_editions",))
         eds = r.strings(("data_centres", dc, "available_editions"))
         for k, e in enumerate(eds):
             if e not in catalog.EDITIONS:
                 r.fail(("data_centres", dc, "available_editions", k), "unknown edition", e,
-                       _one_of(catalog.EDITIONS))
+                       one_of(catalog.EDITIONS))
         by_dc[dc] = tuple(eds)
     return Release(default == "available", by_dc)
 
@@ -497,7 +406,7 @@ def read_tree(root: Path, only: set[str] | None = None,
             problems.extend(exc.problems)
     if problems:
         raise PolicyError(problems)
-    pr = _Reader(srcs["predefined_roles.yaml"], problems)
+    pr = Reader(srcs["predefined_roles.yaml"], problems)
     predefined: dict[str, Role] = {}
     for product in pr.mapping((), catalog.PRODUCTS):
         for role in _read_roles(pr, product, (product,), predefined=True):
