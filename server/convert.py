@@ -24,6 +24,7 @@ from authz.decision import (
     Channel,
     CheckRequest,
     Decision,
+    Identity,
     IdentityKind,
     Mode,
     Reason,
@@ -90,12 +91,21 @@ def check_request(msg: pb.CheckRequest) -> CheckRequest:
            len(record.location)) > MAX_TEXT:  # one test per request; name the field if so
         for name in _RECORD_TEXT:
             _text(getattr(rec, name), f"record.{name}")
+    org_id, user, action, module, product = msg.org_id, msg.user, msg.action, msg.module, msg.product
+    # One test for the five texts (the usual case); field by field, in order, to name one.
+    if (max(len(org_id), len(user), len(action), len(module), len(product)) > MAX_TEXT
+            or not (org_id.strip() and user.strip() and action.strip() and module.strip())):
+        _text(org_id, "org_id", required=True)
+        _text(user, "user", required=True)
+        _text(action, "action", required=True)
+        _text(module, "module", required=True)
+        _text(product, "product")
     return CheckRequest(
-        org_id=_text(msg.org_id, "org_id", required=True),
-        user=_text(msg.user, "user", required=True),
-        action=_text(msg.action, "action", required=True),
-        module=_text(msg.module, "module", required=True),
-        product=_text(msg.product, "product"),
+        org_id=org_id,
+        user=user,
+        action=action,
+        module=module,
+        product=product,
         record=record,
         read_fields=tuple(msg.read_fields),
         write_fields=tuple(msg.write_fields),
@@ -123,28 +133,44 @@ def _from_datetime(at: datetime) -> Timestamp:
     return stamp
 
 
+def _identity(ident: Identity) -> pb.Identity:
+    return pb.Identity(
+        kind=_KINDS[ident.kind],
+        crm_user_id=ident.crm_user_id,
+        email=ident.email,
+        display_name=ident.display_name,
+        books_user_id=ident.books_user_id,
+        subscriptions_user_id=ident.subscriptions_user_id,
+        integration_user_id=ident.integration_user_id,
+        roles=ident.roles,
+    )
+
+
 def check_response(d: Decision, decided_at: datetime | None = None,
-                   stamp: Timestamp | None = None) -> pb.CheckResponse:
+                   stamp: Timestamp | None = None,
+                   identities: dict[int, tuple[Identity, pb.Identity]] | None = None
+                   ) -> pb.CheckResponse:
     """A domain Decision as a proto CheckResponse. `stamp`, when given, is used as
-    decided_at as is (CheckBatch stamps its items once, not a clock read each)."""
+    decided_at as is (CheckBatch stamps its items once, not a clock read each).
+    `identities` (CheckBatch) keeps each Identity's message, built once per batch: the
+    items of a batch share few identities (the same snapshot's objects)."""
     if stamp is None:
         stamp = now_stamp() if decided_at is None else _from_datetime(decided_at)
     ident = d.identity
+    if identities is None:
+        ident_pb = _identity(ident)
+    else:
+        # Keyed by id(); the Identity is kept beside its message so the id stays its own.
+        known = identities.get(id(ident))
+        if known is None:
+            known = identities[id(ident)] = (ident, _identity(ident))
+        ident_pb = known[1]
     out = pb.CheckResponse(
         decision=pb.DECISION_ALLOW if d.allowed else pb.DECISION_DENY,
         reason=_REASONS[d.reason],
         message=d.message,
         mode=_MODES[d.mode],
-        identity=pb.Identity(
-            kind=_KINDS[ident.kind],
-            crm_user_id=ident.crm_user_id,
-            email=ident.email,
-            display_name=ident.display_name,
-            books_user_id=ident.books_user_id,
-            subscriptions_user_id=ident.subscriptions_user_id,
-            integration_user_id=ident.integration_user_id,
-            roles=ident.roles,
-        ),
+        identity=ident_pb,
         hidden_fields=d.hidden_fields,
         read_only_fields=d.read_only_fields,
         blocked_until_approved=d.blocked_until_approved,

@@ -64,7 +64,15 @@ _STRING, _BYTES, _MESSAGE = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_B
 def _within_limits(msg: Message) -> bool:
     """The check on the hot path (every Check, every CheckBatch item): True when nothing
     breaks a limit, without building field paths; a request that does break one is
-    walked again by `_name_violation` to name the field. Maps take that walk too."""
+    walked again by `_name_violation` to name the field. Maps take that walk too.
+    Lengths are tested field by field; control characters by one search over all the
+    text of the request (a CheckBatch has ~10,000 strings: one search, not 10,000)."""
+    texts: list[str] = []
+    return _lengths_within(msg, texts) and not _CONTROL.search("\x20".join(texts))
+
+
+def _lengths_within(msg: Message, texts: list[str]) -> bool:
+    """Every limit but control characters; collects the message's text into `texts`."""
     for fd, value in msg.ListFields():
         info = _FIELD_INFO.get(fd)
         if info is None:
@@ -73,20 +81,26 @@ def _within_limits(msg: Message) -> bool:
         kind, repeated, is_map, limit = info
         if is_map:
             return False
+        if kind == _STRING:
+            if repeated:
+                if len(value) > MAX_REPEATED or max(map(len, value), default=0) > limit:
+                    return False
+                texts.extend(value)
+            else:
+                if len(value) > limit:
+                    return False
+                texts.append(value)
+            continue
         values = value if repeated else (value,)
         if repeated and len(values) > MAX_REPEATED:
             return False
-        if kind == _STRING:
-            for v in values:
-                if len(v) > limit or _CONTROL.search(v):
-                    return False
-        elif kind == _BYTES:
+        if kind == _BYTES:
             for v in values:
                 if len(v) > MAX_TEXT * 64:
                     return False
         elif kind == _MESSAGE:
             for v in values:
-                if isinstance(v, Message) and not _within_limits(v):
+                if isinstance(v, Message) and not _lengths_within(v, texts):
                     return False
     return True
 

@@ -19,7 +19,7 @@ import grpc
 from grpc_status import rpc_status
 
 from authz.attribution import AttributionDenied
-from authz.decision import CheckRequest, Decision
+from authz.decision import CheckRequest, Decision, Identity
 from authz.directory import CrmUser, FinanceUser, IntegrationUser
 from authz.engine.engine import Engine
 from authz.errors import AuthzError, InvalidArgument
@@ -131,6 +131,7 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
         out = pb.CheckBatchResponse()
         add = out.results.add
         errors = 0
+        identities: dict[int, tuple[Identity, pb.Identity]] = {}
         for i, p in enumerate(parsed):
             result = p if isinstance(p, AuthzError) else next(decided)
             if isinstance(result, InvalidArgument) and not result.field.startswith("requests["):
@@ -139,7 +140,8 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
                 errors += 1
                 add(error=convert.error_status(result))
             else:
-                add(response=convert.check_response(result, stamp=stamp))
+                add(response=convert.check_response(result, stamp=stamp,
+                                                    identities=identities))
         return out, audit.record_many(valid, decisions, caller), errors
 
     async def Attribute(self, request: pb.AttributeRequest,
