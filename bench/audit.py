@@ -9,6 +9,7 @@ Each mode gets its own `authz serve` process on a fresh SQLite store (seeded lik
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import subprocess
@@ -16,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import grpc
 from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc
 from bench.report import show
+from bench.server import interleaved, wait_serving
 
 REPO = Path(__file__).resolve().parents[1]
 AUTHZ = str(Path(sys.executable).parent / "authz")
@@ -60,40 +62,9 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("AUTHZ_")}
 
 
-def _wait(address: str, call: Any, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            call()
-            return
-        except grpc.RpcError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-def _p(samples: list[int], q: float) -> float:
-    return samples[min(len(samples) - 1, int(len(samples) * q))] / 1_000
-
-
-def _interleaved(calls: dict[str, Any], n: int) -> dict[str, tuple[float, float]]:
-    """p50, p99 in µs per named call, taking turns call by call so that every mode sees
-    the same machine load (a loaded machine otherwise decides which mode looks worse)."""
-    for _ in range(max(50, n // 10)):
-        for call in calls.values():
-            call()
-    clock = time.perf_counter_ns
-    samples: dict[str, list[int]] = {name: [] for name in calls}
-    for _ in range(n):
-        for name, call in calls.items():
-            t0 = clock()
-            call()
-            samples[name].append(clock() - t0)
-    out = {}
-    for name, values in samples.items():
-        values.sort()
-        out[name] = (_p(values, 0.50), _p(values, 0.99))
-    return out
+def _caller(call: Callable[[], Any]) -> Callable[[int], Any]:
+    """`interleaved` passes the call's index; these calls do not need it."""
+    return lambda _i: call()
 
 
 def _concurrent(address: str, n: int, threads: int) -> float:
@@ -156,12 +127,13 @@ def measure(n: int = 3000, threads: int = 8, per_thread: int = 300) -> dict[str,
         addresses = {mode: stack.enter_context(_authz_server(mode)) for mode in MODES}
         calls: dict[str, Any] = {}
         echo = stack.enter_context(grpc.insecure_channel(echo_addr)).unary_unary("/bench.Echo/Echo")
-        calls["echo"] = lambda: echo(payload, timeout=10)
+        calls["echo"] = lambda _i: echo(payload, timeout=10)
         for mode, address in addresses.items():
             stub = authz_pb2_grpc.AuthzServiceStub(stack.enter_context(grpc.insecure_channel(address)))
-            _wait(address, lambda s=stub: s.Check(req, timeout=1))
-            calls[mode] = lambda s=stub: s.Check(req, timeout=10)
-        latency = _interleaved(calls, n)
+            wait_serving(functools.partial(stub.Check, req, timeout=1), timeout=30)
+            calls[mode] = _caller(functools.partial(stub.Check, req, timeout=10))
+        # Modes take turns call by call so every mode sees the same machine load.
+        latency = interleaved(calls, n)
         rates = {mode: _concurrent(address, per_thread, threads) for mode, address in addresses.items()}
     out: dict[str, float] = {}
     out["audit_echo_p50_us"], out["audit_echo_p99_us"] = (round(v, 1) for v in latency["echo"])

@@ -149,7 +149,7 @@ def sync_server(url: str, generated: Path, tmp: Path) -> Iterator[str]:
         yield address
 
 
-def _wait_serving(call: Callable[[], Any], timeout: float = 60) -> None:
+def wait_serving(call: Callable[[], Any], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -251,7 +251,7 @@ def _model(addr_echo: str, addr_check: str, msgs: list[pb.CheckRequest], payload
     with grpc.insecure_channel(addr_echo) as ech, grpc.insecure_channel(addr_check) as chk:
         echo = ech.unary_unary(ECHO_METHOD)
         stub = authz_pb2_grpc.AuthzServiceStub(chk)
-        _wait_serving(lambda: stub.Check(msgs[0], timeout=2))
+        wait_serving(lambda: stub.Check(msgs[0], timeout=2))
         lat = interleaved({
             "echo": lambda i: echo(payloads[i % len(payloads)], timeout=10),
             "check": lambda i: stub.Check(msgs[i % len(msgs)], timeout=10),
@@ -295,7 +295,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             with authz_server(url, generated, tmp, "workers2", workers=2) as addr:
                 with grpc.insecure_channel(addr) as ch:
                     stub = authz_pb2_grpc.AuthzServiceStub(ch)
-                    _wait_serving(lambda: stub.Check(msgs[0], timeout=2))
+                    wait_serving(lambda: stub.Check(msgs[0], timeout=2))
                 w2 = rates({"echo": (echo, ECHO_METHOD), "check": (addr, CHECK)}, payloads,
                            seconds, 1)
         with echo_server("sync", tmp) as echo, sync_server(url, generated, tmp) as addr:

@@ -7,6 +7,7 @@ fails the run instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -40,15 +41,17 @@ def require_postgres() -> None:
     pytest.skip(msg + ": PostgreSQL tests SKIPPED")
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty schema in the test database; dropped afterwards."""
+@contextlib.contextmanager
+def fresh_postgres_schema() -> Iterator[str]:
+    """A URL whose search path is a new, empty schema in the test database, dropped
+    afterwards. The helper keeps no pooled connection, so a server restart loses none."""
     require_postgres()
     import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
     base = f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{PG_DB}"
-    engine = sa.create_engine(base)
+    engine = sa.create_engine(base, poolclass=NullPool)
     with engine.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     try:
@@ -57,6 +60,13 @@ def postgres_url() -> Iterator[str]:
         with engine.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty schema in the test database; dropped afterwards."""
+    with fresh_postgres_schema() as url:
+        yield url
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

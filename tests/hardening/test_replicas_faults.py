@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from authz_client import AuthzClient, AuthzRpcError
+from tests.conftest import fresh_postgres_schema
 from tests.e2e.serverproc import DIRECTORY, run_authz, start_server
 from tests.e2e.test_ops import _import_request
 
@@ -57,24 +57,9 @@ def _pg(action: str, cluster: list[str]) -> None:
 
 @pytest.fixture
 def restart_url() -> Iterator[str]:
-    """Like `postgres_url`, but with no pooled connection to lose in the restart."""
-    import sqlalchemy as sa
-    from sqlalchemy.pool import NullPool
-
-    from tests.conftest import PG_DB, PG_HOST, PG_PORT, PG_USER, require_postgres
-
-    require_postgres()
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    base = f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{PG_DB}"
-    engine = sa.create_engine(base, poolclass=NullPool)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{base}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
+    """Like `postgres_url`: no pooled connection of the test's to lose in the restart."""
+    with fresh_postgres_schema() as url:
+        yield url
 
 
 def test_postgres_restart_under_load(restart_url: str, tmp_path: Path) -> None:
