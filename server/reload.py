@@ -48,6 +48,12 @@ def _stat(path: Path) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def _moved(generated: Path, org: str, sig: Signature) -> bool:
+    """Whether an organization's files changed since `sig` was taken."""
+    now = scan(generated)
+    return now is None or now.get(org) != sig
+
+
 def scan(generated: Path) -> dict[str, Signature] | None:
     """Every organization's file signature; None while the folder is being swapped."""
     try:
@@ -118,6 +124,11 @@ class PolicyReloader:
             try:
                 idx = load_checked(self.policies.generated, org)
             except Exception as exc:
+                if _moved(self.policies.generated, org, sig):
+                    # The folder was swapped while we read it (a compile landing): not a
+                    # broken policy. Forget the signature so the next poll loads it.
+                    self._seen.pop(org, None)
+                    continue
                 report.failed[org] = f"{type(exc).__name__}: {exc}"
                 continue
             self.policies.put(idx)
