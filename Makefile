@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Generated gRPC stubs (authz/v1/*_pb2*.py, typed .pyi); never edited by hand.
+# Generated gRPC stubs (client/v1/*_pb2*.py, typed .pyi; imported as authz_client.v1 or authz.v1); never edited by hand.
 proto: $(STAMP)
 	$(BIN)/python -m authz_server.codegen
 

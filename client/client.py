@@ -19,9 +19,6 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from authz.v1 import authz_pb2 as pb
-from authz.v1 import authz_pb2_grpc as pb_grpc
-
 from . import channel as _ch
 from .types import (
     SERVER_UNAVAILABLE,
@@ -31,6 +28,8 @@ from .types import (
     FieldViolation,
     Record,
 )
+from .v1 import authz_pb2 as pb
+from .v1 import authz_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 OnUnavailable = Literal["deny", "allow", "raise"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from authz.v1 import authz_pb2 as pb
+from .v1 import authz_pb2 as pb
 
 Channel = Literal["crm", "direct"]
 

@@ -1,14 +1,19 @@
-"""Generate the gRPC stubs in authz/v1 from proto/ (`python -m authz_server.codegen`).
+"""Generate the gRPC stubs from proto/ into client/v1 (`python -m authz_server.codegen`).
 
-Generated code is committed so that installing the package needs no protoc; `--check`
-regenerates into a temporary folder and fails naming every stale file, so CI catches a
-proto edit without regenerated stubs (or a hand edit of generated code).
+The stubs live in ONE place, the client package (`authz_client.v1`), because the client
+wheel is installed alone by calling services and must carry them; the server imports
+them from there too (`authz.v1` is an alias of `authz_client.v1`, kept so that existing
+imports work). protoc names modules after the proto path (`authz.v1.authz_pb2`), so the
+generated imports are rewritten to `authz_client.v1` as part of generation: `--check`
+runs the same pipeline into a temporary folder and fails naming every stale file, so
+CI catches a proto edit without regenerated stubs (or a hand edit of generated code).
 """
 
 from __future__ import annotations
 
 import argparse
 import filecmp
+import re
 import shutil
 import sys
 import tempfile
@@ -18,8 +23,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PROTO_DIR = REPO / "proto"
-OUT_PACKAGE = Path("authz") / "v1"
+OUT_PACKAGE = Path("client") / "v1"
+#: Where protoc's output lands (the proto package path) and the module it becomes.
+PROTO_PACKAGE = Path("authz") / "v1"
+MODULE = "authz_client.v1"
+#: Stubs used to be generated here; leftovers (e.g. from a rebase) are flagged.
+LEGACY_PACKAGE = Path("authz") / "v1"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+_GENERATED_IMPORT = re.compile(r"\bfrom authz\.v1 import\b|\bauthz\.v1\.(?=\w+_pb2(?:_grpc)?\b)")
 
 
 def _include_dirs() -> list[Path]:
@@ -63,13 +74,29 @@ def generate(out_root: Path) -> list[Path]:
     code = protoc.main(args)
     if code != 0:
         raise SystemExit(f"codegen: protoc failed with exit code {code}")
-    return sorted(p.relative_to(out_root) for p in out_root.rglob("*") if p.is_file())
+    return _relocate(out_root)
+
+
+def _rename(match: re.Match[str]) -> str:
+    return f"from {MODULE} import" if match.group(0).startswith("from") else f"{MODULE}."
+
+
+def _relocate(out_root: Path) -> list[Path]:
+    """Move protoc's authz/v1 output to client/v1, its module references to authz_client.v1
+    (service paths such as "/authz.v1.AuthzService/Check" are wire names and stay)."""
+    produced = out_root / PROTO_PACKAGE
+    dest = out_root / OUT_PACKAGE
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in sorted(produced.iterdir()):
+        (dest / src.name).write_text(_GENERATED_IMPORT.sub(_rename, src.read_text()))
+        src.unlink()
+    return sorted(p.relative_to(out_root) for p in dest.rglob("*") if p.is_file())
 
 
 def _existing() -> set[Path]:
-    folder = REPO / OUT_PACKAGE
     return {
         p.relative_to(REPO)
+        for folder in (REPO / OUT_PACKAGE, REPO / LEGACY_PACKAGE)
         for p in folder.rglob("*")
         if p.is_file() and p.name.endswith(GENERATED_SUFFIXES)
     }

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from authz.v1 import authz_pb2 as authz_dot_v1_dot_authz__pb2
+from authz_client.v1 import authz_pb2 as authz_dot_v1_dot_authz__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -5,7 +5,7 @@ The authz API: CRM components ask before every finance operation, and act under
 the identity the answer names. See DOMAIN.md for the vocabulary.
 """
 
-from authz.v1 import authz_pb2 as _authz_pb2
+from authz_client.v1 import authz_pb2 as _authz_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs (python -m authz_server.codegen); do not edit."""
