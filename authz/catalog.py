@@ -88,26 +88,54 @@ WRITE_ACTIONS: Final[frozenset[str]] = frozenset({"create", "edit"})
 #: Actions on an approved record that need the matching "after approval" permission.
 AFTER_APPROVAL: Final[dict[str, str]] = {"edit": "edit_approved", "delete": "delete_approved"}
 
-#: Record states before approval; anything else (approved, sent, paid, ...) is approved.
+#: Record states before approval; every later state (approved, sent, viewed, paid, ...)
+#: is past approval.
 UNAPPROVED_STATES: Final[frozenset[str]] = frozenset({"draft", "pending_approval", "rejected"})
-#: Record states the suite knows; Check rejects any other status.
-RECORD_STATES: Final[frozenset[str]] = UNAPPROVED_STATES | frozenset(
-    {
-        "approved",
-        "sent",
-        "open",
-        "partially_paid",
-        "paid",
-        "overdue",
-        "void",
-        "accepted",
-        "declined",
-        "invoiced",
-        "closed",
-        "active",
-        "cancelled",
-    }
-)
+#: States of every record that goes through approval (DOMAIN.md §3).
+APPROVAL_STATES: Final[tuple[str, ...]] = ("draft", "pending_approval", "approved", "rejected")
+_INVOICE = ("sent", "viewed", "unpaid", "overdue", "partially_paid", "paid", "void",
+            "written_off")
+_QUOTE = ("sent", "viewed", "accepted", "declined", "expired", "invoiced")
+_CONTACT = ("active", "inactive")
+#: Each module's normal lifecycle after approval, by module name (a name shared by Books
+#: and Subscriptions has the union of both products' states). From the products' API
+#: status filters; a real client sends these, so Check accepts any of them.
+LIFECYCLES: Final[dict[str, tuple[str, ...]]] = {
+    "customers": _CONTACT,
+    "vendors": _CONTACT,
+    "items": _CONTACT,
+    "estimates": _QUOTE,
+    "quotes": _QUOTE,
+    "sales_orders": ("open", "confirmed", "partially_invoiced", "invoiced", "partially_shipped",
+                     "shipped", "overdue", "on_hold", "closed", "void"),
+    "invoices": (*_INVOICE, "pending"),
+    "retainer_invoices": ("sent", "viewed", "partially_drawn", "drawn", "paid", "void"),
+    "credit_notes": ("open", "closed", "refunded", "void"),
+    "payments_received": ("recorded", "partially_refunded", "refunded", "failed"),
+    "purchase_orders": ("open", "issued", "partially_received", "received", "partially_billed",
+                        "billed", "closed", "cancelled"),
+    "bills": ("open", "overdue", "partially_paid", "paid", "void"),
+    "payments_made": ("recorded", "refunded"),
+    "vendor_credits": ("open", "closed", "void"),
+    "expenses": ("unbilled", "non_billable", "invoiced", "reimbursed"),
+    "timesheets": ("unbilled", "invoiced"),
+    "plans": _CONTACT,
+    "subscriptions": ("future", "trial", "live", "unpaid", "dunning", "non_renewing", "paused",
+                      "cancelled", "cancelled_from_dunning", "expired", "creation_failed"),
+    "payments": ("success", "failure", "partially_refunded", "refunded"),
+}
+
+
+def states_of(module: str) -> tuple[str, ...]:
+    """Every state a record of the module can be in (empty for reports, dashboards and
+    settings, which have no records)."""
+    life = LIFECYCLES.get(module)
+    return (*APPROVAL_STATES, *life) if life is not None else ()
+
+
+#: Record states some module knows; Check refuses any other status, naming it.
+RECORD_STATES: Final[frozenset[str]] = frozenset(
+    s for m in LIFECYCLES for s in states_of(m))
 
 #: Actions blocked until a record is approved, per module (DOMAIN.md §3).
 BLOCKED_UNTIL_APPROVED: Final[dict[str, tuple[str, ...]]] = {

@@ -75,7 +75,8 @@ def validate(req: CheckRequest) -> None:
         _invalid_target(req)
     rec = req.record
     if rec.status and rec.status not in catalog.RECORD_STATES:
-        raise InvalidArgument("record.status", f"unknown status '{rec.status}'")
+        raise InvalidArgument("record.status", f"unknown status '{rec.status[:64]}': no module "
+                              "has it (e.g. draft, pending_approval, approved, sent, viewed, paid)")
     if rec.total is not None and (math.isnan(rec.total) or math.isinf(rec.total)):
         raise InvalidArgument("record.total", "must be a finite number")
     if rec.approval_level < 0 or rec.approval_level > 10:
