@@ -5,7 +5,7 @@
 3. scope for the method, organizations named      -> PERMISSION_DENIED
 4. generic limits (text, characters, counts)       -> INVALID_ARGUMENT
 5. deadline already spent                          -> DEADLINE_EXCEEDED (no work done)
-6. `current_caller` set, span opened, handler run, metrics recorded
+6. `current_caller` and the call's wait budget (authz.budget) set, span opened, handler run, metrics recorded
 7. what escapes the handler is mapped: domain errors to their codes, an unreachable
    database to UNAVAILABLE (clients retry it), anything else to INTERNAL with a
    reference id in the log: a caller never sees a traceback or a bare UNKNOWN.
@@ -30,6 +30,8 @@ import grpc
 from grpc_status import rpc_status
 from sqlalchemy import exc as sa_exc
 
+from authz.budget import Budget
+from authz.budget import start as start_budget
 from authz.errors import AuthzError, InvalidArgument
 from authz.v1 import authz_pb2 as pb
 
@@ -80,12 +82,14 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         async def behavior(request: Any, context: Ctx) -> Any:
             t0 = time.perf_counter()
-            await self._admit(method, request, context)
+            budget = await self._admit(method, request, context)
             try:
                 with metrics.span(method):
                     response = await inner(request, context)
             except BaseException as exc:
                 await _fail(context, name, exc)
+            finally:
+                budget.cancel()  # a worker thread still waiting for this call stops now
             _observe(name, response, time.perf_counter() - t0)
             return response
         return behavior
@@ -95,7 +99,7 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         name = _short(method)
 
         async def behavior(request: Any, context: Ctx) -> AsyncIterator[Any]:
-            await self._admit(method, request, context)
+            budget = await self._admit(method, request, context)
             try:
                 with metrics.span(method):
                     result = inner(request, context)
@@ -106,10 +110,12 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                         await result
             except BaseException as exc:
                 await _fail(context, name, exc)
+            finally:
+                budget.cancel()
             metrics.RPCS.labels(name, "OK").inc()
         return behavior
 
-    async def _admit(self, method: str, request: Any, context: Ctx) -> None:
+    async def _admit(self, method: str, request: Any, context: Ctx) -> Budget:
         name = _short(method)
         try:
             caller = self.auth.authenticate(context)
@@ -139,6 +145,7 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             await _abort(context, name, grpc.StatusCode.DEADLINE_EXCEEDED,
                          "deadline passed before the call was started")
         current_caller.set(caller)
+        return start_budget(remaining)  # the call's waits end by its deadline (authz.budget)
 
 
 def _short(method: str) -> str:

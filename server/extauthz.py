@@ -42,7 +42,7 @@ from authz.v1 import authz_pb2 as pb
 
 from . import convert
 from .callers import current_caller
-from .service import AuthzService
+from .service import AuthzService, in_thread
 from .xds import envoy_config_core_v3_base_pb2 as core
 from .xds import envoy_service_auth_v3_external_auth_pb2 as ext
 from .xds import envoy_service_auth_v3_external_auth_pb2_grpc as ext_grpc
@@ -170,9 +170,8 @@ class ExtAuthzService(ext_grpc.AuthorizationServicer):  # type: ignore[misc]
         attrs = request.attributes.request.http
         try:
             req = convert.check_request(check_request(attrs.headers, attrs.method))
-            loop = asyncio.get_running_loop()
             decision: Decision
-            decision, recorded = await loop.run_in_executor(
+            decision, recorded = await in_thread(
                 self.executor, audit.check, engine, req, current_caller.get().name)
             await asyncio.wrap_future(recorded)  # strict audit: recorded before Envoy lets it by
         except AuthzError as exc:

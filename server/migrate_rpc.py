@@ -179,7 +179,9 @@ def _org(value: str) -> str:
 
 
 async def _call(service: Any, fn: Any, *args: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(service.executor, fn, *args)
+    from .service import in_thread
+
+    return await in_thread(service.executor, fn, *args)
 
 
 async def migrate(service: Any, request: pb.MigrateRequest) -> pb.MigrateResponse:

@@ -10,6 +10,7 @@ decision (bench/server.py measures both; `inline=False` is the all-threads model
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import Executor, Future
@@ -78,7 +79,7 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
         return self._ready
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        return await in_thread(self.executor, fn, *args)
 
     async def Check(self, request: pb.CheckRequest,
                     context: grpc.aio.ServicerContext[Any, Any]) -> pb.CheckResponse:
@@ -232,6 +233,13 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
                                               crm_users=len(crm), finance_users=len(finance),
                                               integration_users=len(integ))
         return pb.ImportDirectoryResponse(directory_revision=revision)
+
+
+async def in_thread(executor: Executor, fn: Callable[..., T], *args: Any) -> T:
+    """Run `fn` in a worker thread with the call's context variables (its caller, and its
+    wait budget: a store wait there ends by the call's deadline or when it is cancelled)."""
+    ctx = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(executor, ctx.run, fn, *args)
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: AuthzError) -> NoReturn:

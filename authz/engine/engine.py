@@ -17,7 +17,7 @@ from authz.decision import CheckRequest, Decision
 from authz.directory import DirectorySnapshot
 from authz.engine.decide import decide_valid, validate
 from authz.engine.index import OrgIndex, load_org
-from authz.errors import AuthzError, UnknownOrganization
+from authz.errors import AuthzError, FailedPrecondition, UnknownOrganization
 
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parent.parent / "policies" / "generated"
 
@@ -134,9 +134,14 @@ class Engine:
         return decide_valid(req, org, snap)
 
     def check_many(self, reqs: Sequence[CheckRequest]) -> list[Decision | AuthzError]:
-        """Decide each request on its own; a bad item is returned as its error."""
+        """Decide each request on its own; a bad item is returned as its error.
+
+        Snapshots are fetched once per (organization, min_revision), and a revision an
+        organization did not reach fails its later items at once: a batch waits for a
+        revision once per organization, never once per item."""
         out: list[Decision | AuthzError] = []
         snaps: dict[tuple[str, int], DirectorySnapshot] = {}
+        unreached: dict[str, tuple[int, FailedPrecondition]] = {}  # org -> lowest failed
         for req in reqs:
             try:
                 validate(req)
@@ -144,7 +149,15 @@ class Engine:
                 key = (req.org_id, req.min_revision)
                 snap = snaps.get(key)
                 if snap is None:
-                    snap = snaps[key] = self.directory.snapshot(req.org_id, req.min_revision)
+                    failed = unreached.get(req.org_id)
+                    if failed is not None and req.min_revision >= failed[0]:
+                        raise failed[1]
+                    try:
+                        snap = self.directory.snapshot(req.org_id, req.min_revision)
+                    except FailedPrecondition as exc:
+                        unreached[req.org_id] = (req.min_revision, exc)
+                        raise
+                    snaps[key] = snap
                 out.append(decide_valid(req, org, snap))
             except AuthzError as exc:
                 out.append(exc)

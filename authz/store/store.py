@@ -20,6 +20,7 @@ from types import TracebackType
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from authz.budget import current as current_budget
 from authz.directory import CrmUser, DirectorySnapshot, FinanceUser, IntegrationUser
 from authz.errors import FailedPrecondition, InvalidArgument
 from authz.store import migrations, rows, schema
@@ -125,8 +126,13 @@ class Store:
         return snap or entry.snapshot
 
     def _wait_for(self, org_id: str, min_revision: int, lock: threading.Lock) -> DirectorySnapshot:
-        """Poll the revision (no lock held while sleeping) until it reaches `min_revision`."""
-        deadline = time.monotonic() + self.revision_wait
+        """Poll the revision (no lock held while sleeping) until it reaches `min_revision`.
+
+        The wait draws on the request's budget (authz.budget): every wait of one request
+        ends by the same time, at most `revision_wait` after its first wait and never
+        after the call's deadline, and ends early when the caller goes away."""
+        budget = current_budget()
+        deadline = budget.wait_until(self.revision_wait) if min_revision > 0 else 0.0
         seen = -1
         while True:
             # Without a revision to wait for (a cold cache), queue behind the loading thread
@@ -140,12 +146,14 @@ class Store:
                 if snap is not None:
                     return snap
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or budget.cancelled:
                 if seen < 0:
                     entry = self._cache.get(org_id)
                     seen = entry.snapshot.revision if entry else self.revision(org_id)
                 raise FailedPrecondition(f"directory revision {min_revision} not reached; at {seen}")
-            time.sleep(min(self.revision_poll, remaining))
+            if not budget.sleep(min(self.revision_poll, remaining)):
+                raise FailedPrecondition(f"directory revision {min_revision} not reached; at "
+                                         f"{seen} (the caller went away)")
 
     def _poll_or_load(self, org_id: str, min_revision: int) -> tuple[DirectorySnapshot | None, int]:
         """Under the organization's lock: the snapshot if `min_revision` is committed (else
