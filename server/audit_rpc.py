@@ -10,13 +10,11 @@ queue it; with a full queue and the block policy, the worker waits, not the loop
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
 
@@ -30,7 +28,7 @@ from authz.engine.engine import Engine
 from authz.errors import AuthzError, FailedPrecondition, InvalidArgument, NotFound
 from authz.v1 import authz_pb2 as pb
 
-from . import convert
+from . import convert, doors
 from .config import Config
 
 if TYPE_CHECKING:  # the store (SQLAlchemy) is imported once the server listens, not before
@@ -159,10 +157,7 @@ class AuditRpc:
         org_id = _text(msg.org_id, "org_id", True)
         if not 0 <= msg.page_size <= _MAX_PAGE:
             raise InvalidArgument("page_size", f"1 to {_MAX_PAGE}, or 0 for 100")
-        try:
-            after = int(msg.page_token) if msg.page_token else 0
-        except ValueError:
-            raise InvalidArgument("page_token", "not a token this server returned") from None
+        after = doors.page_token(msg.page_token)
         user = _text(msg.user, "user")
         if "@" in user:  # the trail holds CRM user ids; accept an address too
             crm = self.directory.snapshot(org_id).crm_user(user)
@@ -170,8 +165,8 @@ class AuditRpc:
         page = trail.query(Query(
             org_id, crm_user=user, record_id=_text(msg.record_id, "record_id"),
             decision_id=_text(msg.decision_id, "decision_id"),
-            since=_time(msg.since) if msg.HasField("since") else None,
-            until=_time(msg.until) if msg.HasField("until") else None,
+            since=doors.timestamp(msg.since, "since") if msg.HasField("since") else None,
+            until=doors.timestamp(msg.until, "until") if msg.HasField("until") else None,
             after_seq=after, limit=msg.page_size or 100))
         return pb.QueryAuditResponse(entries=[_entry_pb(e) for e in page.entries],
                                      next_page_token=str(page.next_after) if page.next_after else "")
@@ -195,10 +190,6 @@ def _text(value: str, field: str, required: bool = False) -> str:
     if len(value) > _MAX_TEXT:
         raise InvalidArgument(field, f"longer than {_MAX_TEXT} characters")
     return value
-
-
-def _time(ts: Timestamp) -> dt.datetime:
-    return ts.ToDatetime(tzinfo=dt.UTC)
 
 
 def _attribution_response(a: Attribution) -> pb.AttributeResponse:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from collections.abc import Mapping
 from concurrent.futures import Executor
 from typing import Any
@@ -40,7 +39,7 @@ from authz.decision import Decision
 from authz.errors import AuthzError, InvalidArgument, NotFound, UnknownOrganization
 from authz.v1 import authz_pb2 as pb
 
-from . import convert
+from . import convert, doors
 from .callers import current_caller
 from .service import AuthzService, in_thread
 from .xds import envoy_config_core_v3_base_pb2 as core
@@ -59,22 +58,24 @@ _OVERWRITE = core.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
 def check_request(headers: Mapping[str, str], method: str) -> pb.CheckRequest:
-    """Our CheckRequest from an HTTP request's headers (names lower-case, as Envoy sends)."""
-    def h(name: str) -> str:
-        return headers.get(PREFIX + name, "").strip()
-
+    """Our CheckRequest from an HTTP request's headers (names lower-case, as Envoy sends).
+    Header values are held to the rules of every door (server/doors.py) and named as
+    headers; `doors.question` then checks the request as a gRPC Check is checked."""
     def header_error(name: str, problem: str) -> InvalidArgument:
         return InvalidArgument(f"{PREFIX}{name} header", problem)
+
+    def h(name: str) -> str:
+        return doors.text(headers.get(PREFIX + name, ""), f"{PREFIX}{name} header").strip()
 
     for name in ("org", "user", "module"):
         if not h(name):
             raise header_error(name, "required")
-    action = h("action") or METHOD_ACTIONS.get(method.upper(), "")
+    action = h("action") or METHOD_ACTIONS.get(doors.text(method, "HTTP method").upper(), "")
     if not action:
-        raise header_error("action", f"required (no default for HTTP method {method})")
+        raise header_error("action", f"required (no default for HTTP method {method[:16]})")
     channel = h("channel").lower()
     if channel not in _CHANNELS:
-        raise header_error("channel", f"'{channel}': expected crm or direct")
+        raise header_error("channel", f"'{channel[:16]}': expected crm or direct")
     req = pb.CheckRequest(org_id=h("org"), user=h("user"), module=h("module"), action=action,
                           product=h("product"), channel=_CHANNELS[channel],
                           read_fields=_list(h("read-fields")),
@@ -82,17 +83,10 @@ def check_request(headers: Mapping[str, str], method: str) -> pb.CheckRequest:
     for attr in _RECORD_TEXT:
         setattr(req.record, attr, h(attr.replace("_", "-")))
     if h("total"):
-        try:
-            total = float(h("total"))
-        except ValueError:
-            raise header_error("total", f"'{h('total')}' is not a number") from None
-        if not math.isfinite(total):
-            raise header_error("total", "must be a finite number")
-        req.record.total.value = total
+        req.record.total.value = doors.number(h("total"), f"{PREFIX}total header")
     if h("approval-level"):
-        if not h("approval-level").isdigit():
-            raise header_error("approval-level", f"'{h('approval-level')}' is not a level number")
-        req.record.approval_level = int(h("approval-level"))
+        req.record.approval_level = doors.integer(h("approval-level"),
+                                                  f"{PREFIX}approval-level header", 0, 2**31 - 1)
     return req
 
 
@@ -169,7 +163,7 @@ class ExtAuthzService(ext_grpc.AuthorizationServicer):  # type: ignore[misc]
                         "unavailable")
         attrs = request.attributes.request.http
         try:
-            req = convert.check_request(check_request(attrs.headers, attrs.method))
+            req = doors.question(check_request(attrs.headers, attrs.method))
             decision: Decision
             decision, recorded = await in_thread(
                 self.executor, audit.check, engine, req, current_caller.get().name)

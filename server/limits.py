@@ -11,7 +11,13 @@ neither can see is checked here, generically over the message, before any work:
 - organization ids longer than the store's 128 characters;
 - text longer than MAX_TEXT and repeated fields longer than MAX_REPEATED, so that a
   request within the message-size limit still cannot make the server do unbounded work
-  (RPCs with their own tighter caps, such as CheckBatch's 1000, keep them).
+  (RPCs with their own tighter caps, such as CheckBatch's 1000, keep them);
+- negative integers (every integer a request carries is a revision, a level or a page
+  size: none is negative) and timestamps google.protobuf.Timestamp does not allow (years
+  1..9999, nanos 0..999,999,999), which would otherwise fail deep inside as INTERNAL.
+
+server/doors.py holds these rules for the doors that read text or JSON (ext_authz
+headers, AuthZEN, request files) and `question()`, the one check of a CheckRequest.
 """
 
 from __future__ import annotations
@@ -29,6 +35,27 @@ MAX_TEXT = 1024  # generic; the fields convert.py maps are held to 256
 MAX_ORG_ID = 128  # the store's column; also keeps policy file names within NAME_MAX
 MAX_REPEATED = 100_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_INTEGERS = frozenset((FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64,
+                       FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64,
+                       FieldDescriptor.TYPE_SFIXED32, FieldDescriptor.TYPE_SFIXED64))
+TIMESTAMP = "google.protobuf.Timestamp"
+# Timestamp's documented range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z
+_TS_MIN, _TS_MAX = -62_135_596_800, 253_402_300_799
+
+
+def has_control(value: str) -> bool:
+    """True when `value` holds a control character (C0, DEL or C1)."""
+    return _CONTROL.search(value) is not None
+
+
+def timestamp_problem(ts: Message) -> str:
+    """What is wrong with a google.protobuf.Timestamp ("" when nothing)."""
+    seconds, nanos = getattr(ts, "seconds"), getattr(ts, "nanos")  # noqa: B009
+    if not _TS_MIN <= seconds <= _TS_MAX:
+        return "outside 0001-01-01..9999-12-31"
+    if not 0 <= nanos <= 999_999_999:
+        return "nanos must be 0 to 999,999,999"
+    return ""
 
 
 class Undecodable:
@@ -100,8 +127,13 @@ def _lengths_within(msg: Message, texts: list[str]) -> bool:
                     return False
         elif kind == _MESSAGE:
             for v in values:
-                if isinstance(v, Message) and not _lengths_within(v, texts):
-                    return False
+                if isinstance(v, Message):
+                    if v.DESCRIPTOR.full_name == TIMESTAMP and timestamp_problem(v):
+                        return False
+                    if not _lengths_within(v, texts):
+                        return False
+        elif kind in _INTEGERS and min(values) < 0:
+            return False
     return True
 
 
@@ -141,7 +173,11 @@ def _check_value(fd: Any, value: Any, name: str) -> None:
     elif fd.type == FieldDescriptor.TYPE_BYTES:
         if len(value) > MAX_TEXT * 64:
             raise InvalidArgument(name, f"longer than {MAX_TEXT * 64} bytes")
+    elif fd.type in _INTEGERS and value < 0:
+        raise InvalidArgument(name, "must not be negative")
     elif fd.type == FieldDescriptor.TYPE_MESSAGE and isinstance(value, Message):
+        if value.DESCRIPTOR.full_name == TIMESTAMP and timestamp_problem(value):
+            raise InvalidArgument(name, timestamp_problem(value))
         _name_violation(value, name + ".")
 
 
