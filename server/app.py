@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,6 +29,9 @@ from .config import Config
 from .logs import event, setup_logging
 from .ops import Ops
 from .service import AuthzService, Store
+
+if TYPE_CHECKING:  # aiohttp is imported only when the HTTP API is on
+    from .authzen import AuthzenApi
 
 SERVICE_NAME = authz_pb2.DESCRIPTOR.services_by_name["AuthzService"].full_name
 log = logging.getLogger("authz.server")
@@ -61,6 +65,8 @@ class Server:
         self._executor = ThreadPoolExecutor(max_workers=config.threads,
                                             thread_name_prefix="authz-worker")
         self.ops: Ops | None = None  # security, reload, health watcher, metrics (server/ops.py)
+        self.authzen: AuthzenApi | None = None  # the AuthZEN HTTP API, when http_listen is set
+        self.http_port = 0
 
     async def start(self) -> None:
         cfg = self.config
@@ -83,6 +89,11 @@ class Server:
         # while policies and the store load.
         await self._grpc.start()
         event(log, logging.INFO, "listening", listen=cfg.listen, port=self.port)
+        if cfg.http_listen:  # AuthZEN over HTTP(S): same loop, engine, gate rules, audit
+            from .authzen import AuthzenApi
+
+            self.authzen = AuthzenApi(cfg, service, self.ops.auth, self._executor)
+            self.http_port = await self.authzen.start(reuse_port=cfg.workers > 1)
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
         self._store = await loop.run_in_executor(self._executor, self.store_factory, cfg.db)
@@ -109,7 +120,10 @@ class Server:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._grpc is not None:
             event(log, logging.INFO, "draining", grace=grace)
-            await self._grpc.stop(grace)
+            if self.authzen is not None:  # both doors drain together
+                await asyncio.gather(self._grpc.stop(grace), self.authzen.stop())
+            else:
+                await self._grpc.stop(grace)
         if self._audit is not None:  # answered calls' entries go to the store before it closes
             await asyncio.get_running_loop().run_in_executor(self._executor, self._audit.close)
             self._audit = None

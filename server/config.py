@@ -57,6 +57,9 @@ class Config:
     reload_interval: float = 2.0  # seconds between policy/callers change polls; 0: SIGHUP only
     health_interval: float = 1.0  # seconds between database reachability probes; 0: off
     metrics_listen: str = ""  # host:port for Prometheus /metrics; empty: off
+    # AuthZEN Authorization API 1.0 over HTTP(S) (server/authzen.py); empty: off.
+    http_listen: str = ""  # host:port; TLS and callers as the gRPC port (tls_*, callers_file)
+    http_base_url: str = ""  # the PDP identifier discovery names; empty: from the request
 
 
 # name -> environment variable; the file uses the names themselves as keys.

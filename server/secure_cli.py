@@ -24,6 +24,9 @@ _SERVE = {
     "reload_interval": (float, "seconds between policy change polls; 0: SIGHUP only (default 2)"),
     "health_interval": (float, "seconds between database probes; 0: off (default 1)"),
     "metrics_listen": (str, "host:port for Prometheus /metrics (default: off)"),
+    "http_listen": (str, "host:port for the AuthZEN API over HTTP(S) (default: off)"),
+    "http_base_url": (str, "public base URL of the AuthZEN API, as discovery names it "
+                           "(default: from each request)"),
 }
 
 

@@ -150,12 +150,17 @@ class Authenticator:
         return self.callers is not None
 
     def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
-        callers = self.callers
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        names = _cert_names(context.auth_context()) if self.callers is not None else []
+        return self.identify(names, metadata)
+
+    def identify(self, names: list[str], metadata: Mapping[str, str]) -> Caller:
+        """The caller from a verified client certificate's names and the request's headers
+        (lower-case keys): the one rule for every transport (gRPC metadata, HTTP headers)."""
+        callers = self.callers
         if callers is None:
             name = metadata.get("x-authz-caller", "")[:64]
             return Caller(name) if name else ANONYMOUS
-        names = _cert_names(context.auth_context())
         if names:
             caller = callers.from_cert(names)
             if caller is None:
@@ -213,14 +218,15 @@ def check_config(cfg: Config) -> None:
         raise ConfigError("token_listen needs tls_cert and tls_key")
     if cfg.token_listen and not cfg.callers_file:
         raise ConfigError("token_listen needs callers_file (the tokens it accepts)")
-    if cfg.allow_insecure or is_loopback(cfg.listen):
-        return
-    if not cfg.tls_cert:
-        raise ConfigError(f"listen {cfg.listen} is not loopback: set tls_cert and tls_key "
-                          "(or allow_insecure, e.g. behind a TLS-terminating proxy)")
-    if not cfg.callers_file:
-        raise ConfigError(f"listen {cfg.listen} is not loopback: set callers_file so callers "
-                          "authenticate (or allow_insecure)")
+    for name, listen in (("listen", cfg.listen), ("http_listen", cfg.http_listen)):
+        if not listen or cfg.allow_insecure or is_loopback(listen):
+            continue
+        if not cfg.tls_cert:
+            raise ConfigError(f"{name} {listen} is not loopback: set tls_cert and tls_key "
+                              "(or allow_insecure, e.g. behind a TLS-terminating proxy)")
+        if not cfg.callers_file:
+            raise ConfigError(f"{name} {listen} is not loopback: set callers_file so callers "
+                              "authenticate (or allow_insecure)")
 
 
 def _creds(cfg: Config, client_ca: bool) -> grpc.ServerCredentials:

@@ -86,18 +86,23 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
         engine, audit = await self._audited(context)
         try:
             req = convert.check_request(request)
-            caller = current_caller.get().name
-            # Inline on the loop when everything is in memory (~10 µs of CPU, less than a
-            # thread hop costs); a worker thread when it would read the disk or database.
-            done = audit.check_inline(engine, req, caller) if self.inline else None
-            if done is None:
-                done = await self._run(audit.check, engine, req, caller)
-            decision, recorded = done
+            decision, recorded = await self.decide(engine, audit, req, current_caller.get().name)
         except AuthzError as exc:
             await _abort(context, exc)
         await audit.confirm(recorded, context)  # strict: recorded before the answer leaves
         _log_decision(req, decision)
         return convert.check_response(decision)
+
+    async def decide(self, engine: Engine, audit: AuditRpc, req: CheckRequest, caller: str
+                     ) -> tuple[Decision, Future[None]]:
+        """One decision, queued for the audit trail: the path every door's single question
+        takes (Check, AuthZEN's evaluation), so they decide and record alike."""
+        # Inline on the loop when everything is in memory (~10 µs of CPU, less than a
+        # thread hop costs); a worker thread when it would read the disk or database.
+        done = audit.check_inline(engine, req, caller) if self.inline else None
+        if done is None:
+            done = await self._run(audit.check, engine, req, caller)
+        return done
 
     async def CheckBatch(self, request: pb.CheckBatchRequest,
                          context: grpc.aio.ServicerContext[Any, Any]) -> pb.CheckBatchResponse:

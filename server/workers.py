@@ -41,6 +41,10 @@ def worker_configs(config: Config) -> list[Config]:
     if not port.isdigit() or int(port) == 0:
         raise ConfigError(f"--workers {config.workers} needs a fixed port in listen "
                           f"(found {config.listen!r})")
+    http_port = config.http_listen.rpartition(":")[2]
+    if config.http_listen and (not http_port.isdigit() or int(http_port) == 0):
+        raise ConfigError(f"--workers {config.workers} needs a fixed port in http_listen "
+                          f"(found {config.http_listen!r})")
     return [config if i == 0 else dataclasses.replace(config, metrics_listen="")
             for i in range(config.workers)]
 

@@ -23,7 +23,7 @@ def db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, db_url: str) -> Iterator[ServerProc]:
     workdir: Path = tmp_path_factory.mktemp("server")
-    proc = start_server(workdir, db_url, "--grace", "5")
+    proc = start_server(workdir, db_url, "--grace", "5", http=True)
     yield proc
     code = proc.stop()
     assert code == 0, proc.log()

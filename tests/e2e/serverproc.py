@@ -55,6 +55,7 @@ class ServerProc:
     port: int
     proc: subprocess.Popen[bytes]
     log_path: Path
+    http_url: str = ""  # the AuthZEN HTTP API's base URL, when started with http=True
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -92,16 +93,21 @@ class ServerProc:
 
 
 def start_server(workdir: Path, db_url: str, *extra: str, port: int | None = None,
-                 wait: bool = True) -> ServerProc:
-    """Start `authz serve` (the store must be seeded already)."""
+                 wait: bool = True, http: bool = False) -> ServerProc:
+    """Start `authz serve` (the store must be seeded already); `http` turns the AuthZEN
+    HTTP API on, on a free port of its own."""
     port = port or free_port()
+    http_port = free_port() if http else 0
+    if http:
+        extra = (*extra, "--http-listen", f"127.0.0.1:{http_port}")
     log_path = workdir / f"server-{port}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [AUTHZ, "serve", "--db", db_url, "--listen", f"127.0.0.1:{port}",
              "--log-level", "DEBUG", *extra],
             stdout=log, stderr=subprocess.STDOUT, env=server_env())
-    server = ServerProc(f"127.0.0.1:{port}", port, proc, log_path)
+    server = ServerProc(f"127.0.0.1:{port}", port, proc, log_path,
+                        f"http://127.0.0.1:{http_port}" if http else "")
     if wait:
         try:
             server.wait_serving()

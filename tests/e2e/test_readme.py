@@ -1,5 +1,6 @@
 """README examples cannot rot: every ```sh block whose first line is `# doc-test` runs in
-bash (errexit, pipefail) from the repository root, with a real server at $AUTHZ_SERVER.
+bash (errexit, pipefail) from the repository root, with a real server at $AUTHZ_SERVER
+(gRPC) and $AUTHZEN_URL (its AuthZEN HTTP API).
 Blocks without the marker are illustrations and are left alone."""
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def test_readme_has_doc_tests() -> None:
 
 @pytest.mark.parametrize(("line", "block"), blocks(), ids=[f"README.md:{n}" for n, _ in blocks()])
 def test_readme_block_runs(server: ServerProc, line: int, block: str) -> None:
-    env = server_env() | {"AUTHZ_SERVER": server.address,
+    env = server_env() | {"AUTHZ_SERVER": server.address, "AUTHZEN_URL": server.http_url,
                           "PATH": f"{BIN}:{server_env().get('PATH', '')}"}
     done = subprocess.run(["bash", "-c", "set -euo pipefail\n" + block], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)

@@ -1,0 +1,409 @@
+"""The AuthZEN Authorization API 1.0 over HTTP(S), served by `authz serve` beside gRPC.
+
+A gateway, an identity provider or a CRM web component asks without a gRPC stack:
+
+  GET  /.well-known/authzen-configuration   discovery (unauthenticated, like gRPC health)
+  POST /access/v1/evaluation                one question   -> the Check path
+  POST /access/v1/evaluations               many questions -> the CheckBatch path, or one
+                                            by one for deny_on_first_deny /
+                                            permit_on_first_permit
+  POST /access/v1/search/resource           which records  -> the ListFilter path
+
+The mapping of subject/action/resource/context onto our request is server/authzen_map.py.
+Every call passes the gRPC gate's steps in the gate's order: authenticate (the same
+callers file: bearer token, or a client certificate when `tls_client_ca` is set), decode,
+authorize (scope and organizations, server/security.py), generic limits
+(server/limits.py), then the same conversion, engine, audit trail and error mapping as
+gRPC. Errors are JSON: {"error": {"status", "code", "message", "field_violations"}}, the
+field named as the caller wrote it; never store or driver text (500 carries a reference
+id, the details are in the server log).
+
+Why aiohttp: the HTTP server runs on the gRPC server's own asyncio event loop, in the
+same process, so an evaluation is decided inline exactly as a gRPC Check is (no thread or
+process hop, one engine, one audit writer); its TLS is Python's ssl module, which (unlike
+gRPC Python) can ask for a client certificate without requiring one, so mTLS callers and
+bearer-token callers share one HTTPS port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor, Future
+from typing import Any
+
+from aiohttp import web
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from authz.audit.writer import AuditUnavailable
+from authz.errors import AuthzError, InvalidArgument
+from authz.v1 import authz_pb2 as pb
+
+from . import authzen_map as amap
+from . import authzen_search, convert, limits, metrics
+from .callers import Caller, current_caller
+from .config import Config
+from .edge import DB_UNAVAILABLE
+from .logs import event
+from .security import Authenticator, Forbidden, Unauthenticated, authorize
+from .service import AuthzService
+
+log = logging.getLogger("authz.server")
+_RPC = "/" + pb.DESCRIPTOR.services_by_name["AuthzService"].full_name + "/"
+CHECK, CHECK_BATCH, LIST_FILTER = _RPC + "Check", _RPC + "CheckBatch", _RPC + "ListFilter"
+SEMANTICS = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
+ENDPOINTS = {"access_evaluation_endpoint": "/access/v1/evaluation",
+             "access_evaluations_endpoint": "/access/v1/evaluations",
+             "search_resource_endpoint": "/access/v1/search/resource"}
+DISCOVERY = "/.well-known/authzen-configuration"
+# google.rpc.Code -> HTTP status (the mapping in google/rpc/code.proto).
+HTTP_STATUS = {code_pb2.INVALID_ARGUMENT: 400, code_pb2.FAILED_PRECONDITION: 400,
+               code_pb2.OUT_OF_RANGE: 400, code_pb2.UNAUTHENTICATED: 401,
+               code_pb2.PERMISSION_DENIED: 403, code_pb2.NOT_FOUND: 404,
+               code_pb2.UNAVAILABLE: 503, code_pb2.DEADLINE_EXCEEDED: 504}
+
+
+class HttpError(Exception):
+    """An answer that is not a decision: status, gRPC-style code name and message."""
+
+    def __init__(self, status: int, code: str, message: str,
+                 violations: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.violations = violations or []
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"status": self.status, "code": self.code, "message": self.message}
+        if self.violations:
+            error["field_violations"] = [{"field": f, "description": d} for f, d in self.violations]
+        return {"error": error}
+
+
+def refusal(exc: AuthzError) -> HttpError:
+    """The HTTP error a domain error maps to, through the one gRPC mapping (convert.py)."""
+    status = convert.error_status(exc)
+    return HttpError(HTTP_STATUS.get(status.code, 400), code_pb2.Code.Name(status.code),
+                     status.message, _violations(status))
+
+
+def _violations(status: status_pb2.Status) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            out.extend((v.field, v.description) for v in bad.field_violations)
+    return out
+
+
+def ssl_context(cfg: Config) -> ssl.SSLContext | None:
+    """TLS with the gRPC port's certificate; with `tls_client_ca`, client certificates are
+    asked for and verified but not required (a caller without one sends a bearer token)."""
+    if not cfg.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    if cfg.tls_client_ca:
+        ctx.load_verify_locations(cfg.tls_client_ca)
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
+
+
+def cert_names(request: web.Request) -> list[str]:
+    """A verified client certificate's common name and DNS names (empty: none presented)."""
+    transport = request.transport
+    cert = transport.get_extra_info("peercert") if transport is not None else None
+    if not cert:
+        return []
+    names = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+    names.extend(v for k, v in cert.get("subjectAltName", ()) if k == "DNS")
+    return names
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class AuthzenApi:
+    """The HTTP application and its listening site."""
+
+    def __init__(self, cfg: Config, service: AuthzService, auth: Authenticator,
+                 executor: Executor) -> None:
+        self.cfg, self.service, self.auth, self.executor = cfg, service, auth, executor
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.cfg.max_message_bytes,
+                              middlewares=[self._middleware])
+        app.router.add_get(DISCOVERY, self.discovery)
+        app.router.add_post(ENDPOINTS["access_evaluation_endpoint"], self.evaluation)
+        app.router.add_post(ENDPOINTS["access_evaluations_endpoint"], self.evaluations)
+        app.router.add_post(ENDPOINTS["search_resource_endpoint"], self.search_resource)
+        return app
+
+    async def start(self, reuse_port: bool = False) -> int:
+        host, _, port = self.cfg.http_listen.rpartition(":")
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
+                                     shutdown_timeout=self.cfg.grace)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host.strip("[]") or None, int(port),
+                           ssl_context=ssl_context(self.cfg), reuse_port=reuse_port or None)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        event(log, logging.INFO, "authzen_listening", listen=self.cfg.http_listen,
+              port=self.port, tls=bool(self.cfg.tls_cert))
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop listening; in-flight requests get `grace` seconds (aiohttp's shutdown)."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- the gate ----------------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Errors as JSON, X-Request-ID echoed, metrics counted; no internals leak."""
+        name = request.match_info.route.resource.canonical if request.match_info.route.resource \
+            else "unrouted"
+        try:
+            response = await handler(request)
+        except HttpError as exc:
+            response = web.json_response(exc.body(), status=exc.status)
+            if exc.status == 401:
+                response.headers["WWW-Authenticate"] = "Bearer"
+        except AuthzError as exc:
+            err = refusal(exc)
+            response = web.json_response(err.body(), status=err.status)
+        except web.HTTPException as exc:  # 404, 405, 413 from aiohttp itself
+            response = web.json_response(HttpError(exc.status, "HTTP", exc.reason).body(),
+                                         status=exc.status)
+        except AuditUnavailable as exc:
+            response = web.json_response(HttpError(503, "UNAVAILABLE", str(exc)).body(), status=503)
+        except DB_UNAVAILABLE:
+            event(log, logging.WARNING, "store_unavailable", method=name)
+            response = web.json_response(HttpError(
+                503, "UNAVAILABLE", "the directory store is unreachable; retry shortly").body(),
+                status=503)
+        except Exception as exc:
+            ref = uuid.uuid4().hex[:12]
+            event(log, logging.ERROR, "internal_error", method=name, ref=ref, error=repr(exc),
+                  exc_info=True)
+            response = web.json_response(HttpError(
+                500, "INTERNAL", f"internal error (ref {ref})").body(), status=500)
+        request_id = request.headers.get("X-Request-ID")
+        if request_id is not None:
+            response.headers["X-Request-ID"] = request_id
+        metrics.RPCS.labels("AuthZEN " + name, str(response.status)).inc()
+        return response
+
+    def _caller(self, request: web.Request, method: str) -> Caller:
+        """Authenticate as the gRPC gate does (same callers file, same rules)."""
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            caller = self.auth.identify(cert_names(request) if self.auth.enabled else [], headers)
+        except Unauthenticated as exc:
+            metrics.AUTH_FAILURES.labels("UNAUTHENTICATED").inc()
+            event(log, logging.INFO, "unauthenticated", method=method, peer=request.remote,
+                  error=str(exc))
+            raise HttpError(401, "UNAUTHENTICATED", str(exc)) from None
+        current_caller.set(caller)
+        return caller
+
+    def _authorize(self, caller: Caller, method: str, orgs: list[str]) -> None:
+        if not self.auth.enabled:
+            return
+        try:
+            authorize(caller, method, orgs)
+        except Forbidden as exc:
+            metrics.AUTH_FAILURES.labels("PERMISSION_DENIED").inc()
+            event(log, logging.INFO, "permission_denied", method=method, caller=caller.name,
+                  error=str(exc))
+            raise HttpError(403, "PERMISSION_DENIED", str(exc)) from None
+
+    @staticmethod
+    async def _json(request: web.Request) -> Mapping[str, Any]:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            problem = "nested too deeply" if isinstance(exc, RecursionError) else \
+                f"not JSON ({str(exc)[:80]})"
+            raise InvalidArgument("request", problem) from None
+        if not isinstance(body, dict):
+            raise InvalidArgument("request", "must be a JSON object")
+        return body
+
+    def _parts(self) -> tuple[Any, Any]:
+        engine, audit = self.service.engine(), self.service.audit
+        if engine is None or audit is None:
+            raise HttpError(503, "UNAVAILABLE", "server is starting")
+        return engine, audit
+
+    @staticmethod
+    def _limits(msg: Any, at: str = "") -> None:
+        """The generic edge limits every gRPC request passes (text, characters, counts)."""
+        try:
+            limits.check_message(msg)
+        except InvalidArgument as exc:
+            raise amap.renamed(exc, at) from None
+
+    # -- endpoints ---------------------------------------------------------------------
+
+    async def discovery(self, request: web.Request) -> web.Response:
+        """PDP metadata; endpoints this PDP does not serve are omitted, as the spec asks."""
+        base = self.cfg.http_base_url.rstrip("/") or f"{request.scheme}://{request.host}"
+        body = {"policy_decision_point": base} | {k: base + v for k, v in ENDPOINTS.items()}
+        return web.json_response(body, headers={"Cache-Control": "max-age=300"})
+
+    async def evaluation(self, request: web.Request) -> web.Response:
+        caller = self._caller(request, "evaluation")
+        msg = amap.check_request(await self._json(request))
+        self._authorize(caller, CHECK, [msg.org_id])
+        self._limits(msg)
+        return web.json_response(await self._decide(msg, caller))
+
+    async def _decide(self, msg: pb.CheckRequest, caller: Caller, at: str = "") -> dict[str, Any]:
+        """One question through Check's own path: convert, decide, record (strict audit:
+        recorded before the answer leaves)."""
+        engine, audit = self._parts()
+        try:
+            req = convert.check_request(msg)
+            decision, recorded = await self.service.decide(engine, audit, req, caller.name)
+        except InvalidArgument as exc:
+            raise amap.renamed(exc, at) from None
+        await _recorded(recorded)
+        answer = convert.check_response(decision)
+        _count(answer)
+        return amap.decision(answer)
+
+    async def evaluations(self, request: web.Request) -> web.Response:
+        caller = self._caller(request, "evaluations")
+        body = await self._json(request)
+        if "evaluations" not in body:  # no array: a single evaluation (AuthZEN 1.0)
+            msg = amap.check_request(body, extra=("options",))
+            self._authorize(caller, CHECK, [msg.org_id])
+            self._limits(msg)
+            return web.json_response(await self._decide(msg, caller))
+        amap.check_keys(body, (*amap.REQUEST_KEYS, "evaluations", "options"))
+        items = body["evaluations"]
+        if not isinstance(items, list):
+            raise InvalidArgument("evaluations", "must be an array")
+        if len(items) > self.cfg.max_batch:
+            raise InvalidArgument("evaluations", f"{len(items)} items; at most "
+                                  f"{self.cfg.max_batch} per request")
+        semantic = _semantic(body.get("options"))
+        parsed: list[pb.CheckRequest | InvalidArgument] = []
+        for i, item in enumerate(items):
+            at = f"evaluations[{i}]."
+            try:
+                parsed.append(amap.check_request(amap.with_defaults(item, body, at), at))
+            except InvalidArgument as exc:
+                parsed.append(exc)
+        valid = [p for p in parsed if isinstance(p, pb.CheckRequest)]
+        self._authorize(caller, CHECK_BATCH, [m.org_id for m in valid])
+        for i, p in enumerate(parsed):
+            if isinstance(p, pb.CheckRequest):
+                self._limits(p, f"evaluations[{i}].")
+        if semantic == "execute_all":
+            out = await self._all(parsed, caller)
+        else:
+            out = await self._until(parsed, caller, stop_on=semantic == "permit_on_first_permit")
+        return web.json_response({"evaluations": out})
+
+    async def _all(self, parsed: list[pb.CheckRequest | InvalidArgument], caller: Caller
+                   ) -> list[dict[str, Any]]:
+        """Every item, in one CheckBatch (one worker hop, entries recorded as CheckBatch's)."""
+        engine, audit = self._parts()
+        positions = [i for i, p in enumerate(parsed) if isinstance(p, pb.CheckRequest)]
+        batch = pb.CheckBatchRequest(requests=[p for p in parsed if isinstance(p, pb.CheckRequest)])
+        loop = asyncio.get_running_loop()
+        answer, recorded, _ = await loop.run_in_executor(
+            self.executor, AuthzService._batch, engine, audit, batch, caller.name)
+        await _recorded(recorded)
+        out: list[dict[str, Any]] = [_item_refusal(p) if isinstance(p, InvalidArgument) else {}
+                                     for p in parsed]
+        for j, result in enumerate(answer.results):
+            i = positions[j]
+            if result.HasField("response"):
+                _count(result.response)
+                out[i] = amap.decision(result.response)
+            else:
+                out[i] = _batch_error(result.error, j, i)
+        return out
+
+    async def _until(self, parsed: list[pb.CheckRequest | InvalidArgument], caller: Caller,
+                     stop_on: bool) -> list[dict[str, Any]]:
+        """In order, one by one, up to and including the first decision equal to `stop_on`
+        (a refused item counts as a deny): the later ones are neither decided nor recorded."""
+        out: list[dict[str, Any]] = []
+        for i, p in enumerate(parsed):
+            try:
+                if isinstance(p, InvalidArgument):
+                    raise p
+                answer = await self._decide(p, caller, f"evaluations[{i}].")
+            except AuthzError as exc:
+                answer = _item_refusal(exc)
+            out.append(answer)
+            if answer["decision"] is stop_on:
+                break
+        return out
+
+    async def search_resource(self, request: web.Request) -> web.Response:
+        caller = self._caller(request, "search/resource")
+        search = authzen_search.parse(await self._json(request))
+        self._authorize(caller, LIST_FILTER, [search.request.org_id])
+        self._limits(search.request)
+        engine, _ = self._parts()
+        loop = asyncio.get_running_loop()
+        try:
+            answer = await loop.run_in_executor(self.executor, authzen_search.list_filter,
+                                                engine, search)
+        except InvalidArgument as exc:
+            raise amap.renamed(exc) from None
+        return web.json_response(authzen_search.results(search, answer))
+
+
+async def _recorded(recorded: Future[None]) -> None:
+    """Wait for the audit entry as gRPC does (strict: committed; batched: queued)."""
+    if not (recorded.done() and recorded.exception() is None):
+        await asyncio.wrap_future(recorded)
+
+
+def _semantic(options: Any) -> str:
+    if options is None:
+        return "execute_all"
+    if not isinstance(options, dict):
+        raise InvalidArgument("options", "must be a JSON object")
+    semantic = options.get("evaluations_semantic", "execute_all")
+    if semantic not in SEMANTICS:
+        raise InvalidArgument("options.evaluations_semantic", "expected one of "
+                              + ", ".join(SEMANTICS))
+    return str(semantic)
+
+
+def _item_refusal(exc: AuthzError) -> dict[str, Any]:
+    err = refusal(exc)
+    field = err.violations[0][0] if err.violations else ""
+    return amap.item_error(err.status, err.message, field)
+
+
+def _batch_error(status: status_pb2.Status, j: int, i: int) -> dict[str, Any]:
+    """A CheckBatch item's error, renamed from `requests[j].field` to the caller's path."""
+    violations = _violations(status)
+    if violations:
+        field = amap.json_path(violations[0][0].replace(f"requests[{j}].", "", 1),
+                               f"evaluations[{i}].")
+        return amap.item_error(HTTP_STATUS.get(status.code, 400),
+                               f"{field}: {violations[0][1]}", field)
+    return amap.item_error(HTTP_STATUS.get(status.code, 400), status.message)
+
+
+def _count(answer: pb.CheckResponse) -> None:
+    outcome = "allow" if answer.decision == pb.DECISION_ALLOW else "deny"
+    metrics.DECISIONS.labels(outcome, amap.reason_code(answer)).inc()
