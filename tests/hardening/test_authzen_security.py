@@ -110,6 +110,6 @@ def test_discovery_is_open_and_names_https(https: Https) -> None:
 
 
 def test_http_port_off_loopback_needs_tls_and_callers() -> None:
-    with pytest.raises(ConfigError, match="http_listen 0.0.0.0:8181 is not loopback"):
+    with pytest.raises(ConfigError, match=r"http_listen 0\.0\.0\.0:8181 is not loopback"):
         check_config(Config(http_listen="0.0.0.0:8181"))
     check_config(Config(http_listen="0.0.0.0:8181", allow_insecure=True))
