@@ -1,4 +1,6 @@
-"""Property-based fuzzing of every AuthzService RPC against a real server process.
+"""Property-based fuzzing of every door against a real server process: each AuthzService
+RPC, Envoy ext_authz (headers), and `authz check --request` files (the same campaign:
+hostile text, Unicode digits, numbers past int32/int64, under the same credentials).
 
 Requests are generated from the proto descriptors (so an RPC added later is fuzzed
 without touching this file), mixing realistic values (known organizations, users,
@@ -9,6 +11,7 @@ a valid message at all. Only well-formed refusals may come back, never INTERNAL 
 UNKNOWN, and the server must still be alive and SERVING afterwards.
 
 Examples per RPC: FUZZ_EXAMPLES (default 25 in `make test`; `make fuzz` runs thousands).
+Each run prints calls per door and the codes returned ("fuzz <door> <rpc>: N calls {...}").
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ SERVICE = pb.DESCRIPTOR.services_by_name["AuthzService"]
 METHODS = [m for m in SERVICE.methods if not m.client_streaming]
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
            grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
-           grpc.StatusCode.FAILED_PRECONDITION}
+           grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED}
 _STATS: dict[str, dict[str, int]] = {}
 
 ORGS = ["acme-eu", "globex-us", "nope", "", "../etc", "ACME-EU"]
@@ -63,6 +66,14 @@ HOSTILE = st.one_of(
     st.text(alphabet=st.sampled_from("\x00\n\r\x1b\x7f\u202e\ufeffé"), min_size=1, max_size=8),
     st.just("x" * 1100),
     st.just("a" * 300),
+)
+# Numbers as text, as headers and files carry them: Unicode digits (int("١٢٣") is 123 in
+# Python), past int32 and int64, signs, exponents, hex, NaN and infinities.
+NUMERIC_TEXT = st.one_of(
+    st.sampled_from(["0", "1", "3", "10", "20000", "-1", "+3", " 7", "1.5", "1e3", "1e999",
+                     "-1e999", "nan", "inf", "0x10", "١٢٣", "１２", "²", "99999999999",
+                     "9223372036854775808", "1" * 40, ""]),
+    st.integers(-(2**70), 2**70).map(str),
 )
 
 
@@ -160,7 +171,7 @@ def _call(server: ServerProc, method: Any, payload: bytes, token: str | None) ->
 
 
 def _assert_allowed(method: Any, code: grpc.StatusCode, details: str) -> None:
-    stats = _STATS.setdefault(method.name, {})
+    stats = _STATS.setdefault(f"grpc {method.name}", {})
     stats[code.name] = stats.get(code.name, 0) + 1
     if code == grpc.StatusCode.UNIMPLEMENTED and "not implemented" in details.lower():
         return  # an RPC another issue has not delivered yet
@@ -234,7 +245,173 @@ def test_fuzz_valid_checks(fuzz_server: tuple[ServerProc, dict[str, str]]) -> No
     def run(msg: pb.CheckRequest) -> None:
         code, details = _call(server, method, msg.SerializeToString(), tokens["admin"])
         assert code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT), f"{code}: {details}"
-        _STATS.setdefault("Check (valid)", {}).setdefault(code.name, 0)
-        _STATS["Check (valid)"][code.name] += 1
+        _STATS.setdefault("grpc Check (valid)", {}).setdefault(code.name, 0)
+        _STATS["grpc Check (valid)"][code.name] += 1
+
+    run()
+
+
+# --- Envoy ext_authz: the same campaign through headers --------------------------------
+
+EXT_METHOD = "/envoy.service.auth.v3.Authorization/Check"
+EXT_TEXT_HEADERS = {"org": "org_id", "user": "user", "module": "module", "action": "action",
+                    "product": "product", "record-id": "record_id",
+                    "customer-id": "customer_id", "owner": "owner", "currency": "currency",
+                    "status": "status", "created-by": "created_by", "location": "location",
+                    "read-fields": "read_fields", "write-fields": "write_fields"}
+
+EXT_VOCAB = {"org": ["acme-eu", "acme-eu", "globex-us", "nope"],
+             "module": ["invoices", "estimates", "sales_orders"],
+             "action": ["view", "create", "edit", "approve", "email"],
+             "product": ["books", "subscriptions"], "read-fields": ["discount", "total"],
+             "write-fields": ["discount", "discount,total"], "status": ["draft", "approved"]}
+
+
+@st.composite
+def ext_requests(draw: st.DrawFn) -> Message:
+    from authz_server.xds import envoy_service_auth_v3_attribute_context_pb2 as attr
+    from authz_server.xds import envoy_service_auth_v3_external_auth_pb2 as ext
+
+    headers: dict[str, str] = {}
+    hostile = draw(st.integers(0, 3)) == 0  # a quarter hostile; the rest reach decisions
+    for name, field in EXT_TEXT_HEADERS.items():
+        required = name in ("org", "user", "module")
+        if required or draw(st.integers(0, 9)) < 3:
+            known = EXT_VOCAB.get(name) or [v for v in VOCAB.get(field, []) if v] or ["x"]
+            value = draw(HOSTILE if hostile and draw(st.booleans()) else st.sampled_from(known))
+            headers["x-authz-" + name] = value
+    for name, real in (("total", ["0", "20000", "1.5"]), ("approval-level", ["0", "1", "2"])):
+        if draw(st.integers(0, 3)) == 0:
+            headers["x-authz-" + name] = draw(NUMERIC_TEXT if hostile else st.sampled_from(real))
+    if draw(st.booleans()):
+        headers["x-authz-channel"] = draw(st.sampled_from(["crm", "direct", "CRM", "", "x"]))
+    if draw(st.integers(0, 9)) == 0:
+        headers[draw(HOSTILE).lower() or "x"] = draw(HOSTILE)
+    method = draw(st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "BREW", ""]))
+    return ext.CheckRequest(attributes=attr.AttributeContext(
+        request=attr.AttributeContext.Request(
+            http=attr.AttributeContext.HttpRequest(method=method, headers=headers))))
+
+
+def _ext_call(server: ServerProc, payload: bytes, token: str | None) -> tuple[str, str]:
+    """The ext_authz answer's code ("grpc:<code>" when the call itself failed)."""
+    from google.rpc import code_pb2
+
+    from authz_server.xds import envoy_service_auth_v3_external_auth_pb2 as ext
+
+    md = (("authorization", f"Bearer {token}"),) if token else ()
+    with grpc.insecure_channel(server.address) as ch:
+        try:
+            raw = ch.unary_unary(EXT_METHOD, request_serializer=lambda b: b,
+                                 response_deserializer=lambda b: b)(payload, timeout=20,
+                                                                    metadata=md)
+        except grpc.RpcError as err:
+            return f"grpc:{err.code().name}", err.details() or ""
+    out = ext.CheckResponse.FromString(raw)
+    return code_pb2.Code.Name(out.status.code), out.status.message
+
+
+EXT_ALLOWED = {"OK", "PERMISSION_DENIED", "INVALID_ARGUMENT", "UNAVAILABLE",
+               "grpc:UNAUTHENTICATED", "grpc:PERMISSION_DENIED", "grpc:INVALID_ARGUMENT",
+               "grpc:RESOURCE_EXHAUSTED"}
+
+
+def _ext_assert(kind: str, code: str, details: str) -> None:
+    stats = _STATS.setdefault(f"ext_authz {kind}", {})
+    stats[code] = stats.get(code, 0) + 1
+    assert code in EXT_ALLOWED, f"ext_authz: {code}: {details}"
+    if code == "UNAVAILABLE":
+        assert "starting" in details or "audit" in details, details
+
+
+def test_fuzz_ext_authz(fuzz_server: tuple[ServerProc, dict[str, str]]) -> None:
+    server, tokens = fuzz_server
+
+    @settings(max_examples=EXAMPLES * 4, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(msg=ext_requests(), cred=CREDS)
+    def run(msg: Message, cred: str) -> None:
+        token = {"none": None, "wrong": "wrong-token"}.get(cred, tokens.get(cred))
+        _ext_assert("Check", *_ext_call(server, msg.SerializeToString(), token))
+
+    run()
+
+
+def test_fuzz_ext_authz_raw_bytes(fuzz_server: tuple[ServerProc, dict[str, str]]) -> None:
+    server, tokens = fuzz_server
+
+    @settings(max_examples=max(EXAMPLES // 2, 5), deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(payload=st.binary(min_size=1, max_size=200))
+    def run(payload: bytes) -> None:
+        _ext_assert("raw bytes", *_ext_call(server, payload, tokens["admin"]))
+
+    run()
+
+
+# --- request files: the same campaign through `authz check --request FILE` -------------
+
+FILE_KEYS = ["org_id", "org", "user", "action", "module", "product", "read_fields",
+             "write_fields", "channel", "explain", "min_revision", "record", "bogus"]
+RECORD_KEYS = ["record_id", "customer_id", "owner", "total", "currency", "status",
+               "approval_level", "created_by", "location", "colour"]
+FILE_VALUES = st.one_of(
+    HOSTILE, NUMERIC_TEXT, st.integers(-(2**70), 2**70), st.booleans(), st.none(),
+    st.floats(allow_nan=True, allow_infinity=True), st.lists(HOSTILE, max_size=3),
+    st.sampled_from(["acme-eu", "u-sam", "view", "invoices", "crm", "direct"]),
+)
+
+
+@st.composite
+def request_files(draw: st.DrawFn) -> tuple[str, str]:
+    """(suffix, text) of a request file: mostly a real question with hostile values."""
+    import json
+
+    import yaml
+
+    data: dict[str, Any] = {"org_id": "acme-eu", "user": draw(st.sampled_from(VOCAB["user"])),
+                            "action": draw(st.sampled_from(VOCAB["action"])),
+                            "module": "invoices"}
+    for key in draw(st.lists(st.sampled_from(FILE_KEYS), max_size=4)):
+        if key == "record":
+            data["record"] = {k: draw(FILE_VALUES) for k in
+                              draw(st.lists(st.sampled_from(RECORD_KEYS), max_size=4))}
+        else:
+            data[key] = draw(FILE_VALUES)
+    if draw(st.booleans()):
+        return ".json", json.dumps(data, allow_nan=True)
+    return ".yaml", yaml.safe_dump(data, allow_unicode=True)
+
+
+def test_fuzz_request_files(fuzz_server: tuple[ServerProc, dict[str, str]],
+                            tmp_path_factory: pytest.TempPathFactory) -> None:
+    """What `authz check --request` does, in process: read and validate the file (a
+    refusal names file and line), then send what passed to the server."""
+    from authz_server.cli import build_parser
+    from authz_server.requestfile import RequestFileError, merge, question
+
+    server, tokens = fuzz_server
+    work = tmp_path_factory.mktemp("requests")
+    parser = build_parser()
+    method = SERVICE.methods_by_name["Check"]
+
+    @settings(max_examples=EXAMPLES * 4, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(doc=request_files())
+    def run(doc: tuple[str, str]) -> None:
+        path = work / f"q{doc[0]}"
+        path.write_text(doc[1])
+        args = parser.parse_args(["check", "--request", str(path)])
+        stats = _STATS.setdefault("request_file Check", {})
+        try:
+            req = question(merge(args, args.check_parser.parse_args([])))
+        except RequestFileError as exc:
+            stats["refused (file:line)"] = stats.get("refused (file:line)", 0) + 1
+            assert str(exc).startswith(str(path)) or str(exc).startswith("--") \
+                or str(exc).startswith("missing"), exc
+            return
+        code, details = _call(server, method, req.SerializeToString(), tokens["admin"])
+        stats[code.name] = stats.get(code.name, 0) + 1
+        assert code in ALLOWED, f"{code.name}: {details}"
 
     run()
