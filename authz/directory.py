@@ -42,6 +42,9 @@ class FinanceUser:
     role_id: str  # the role's id in that product's policy, e.g. "staff"
     status: FinanceStatus = "active"
     locations: tuple[str, ...] = ()  # empty: all locations
+    # Customers whose contact owner this user is (Books data): an "assigned customers
+    # only" role acts on a record whose customer is among them (DOMAIN §3, §4.4).
+    assigned_customers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ for policy test suites and for seeding the example organization.
     books_users:
       - {id: b-anna, email: Anna@Acme.example, name: Anna Schmidt, role: admin}
       - {id: b-sam, email: sam@acme.example, name: Sam, role: sales_rep,
-         status: inactive, locations: [berlin]}
+         status: inactive, locations: [berlin], assigned_customers: [c-1001, c-1002]}
     subscriptions_users:
       - {id: s-sam, email: sam@acme.example, name: Sam, role: subscription_sales}
     integration_users:
@@ -24,11 +24,20 @@ from typing import Any, cast
 
 from authz import catalog
 from authz.directory import CrmUser, DirectorySnapshot, FinanceUser, IntegrationUser, email_key
+from authz.directory_check import DirectoryPolicy, check
 from authz.policy.errors import PolicyError, Problem
 from authz.policy.yamlsrc import Source, load
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PRODUCT_KEYS = {"books_users": catalog.BOOKS, "subscriptions_users": catalog.SUBSCRIPTIONS}
+#: The keys each list's items may have (anything else is refused, naming it).
+ITEM_KEYS = {
+    "crm_users": ("id", "email", "name", "status", "admin"),
+    "books_users": ("id", "email", "name", "role", "status", "locations", "assigned_customers"),
+    "subscriptions_users": ("id", "email", "name", "role", "status", "locations",
+                            "assigned_customers"),
+    "integration_users": ("crm_user", "id"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +67,25 @@ def _text(src: Source, item: dict[str, Any], key: str, path: tuple[str | int, ..
     return str(value)
 
 
-def parse(src: Source) -> DirectoryFile:
-    """Validate a parsed directory file; raises PolicyError with located problems."""
+def _texts(src: Source, item: dict[str, Any], key: str, path: tuple[str | int, ...],
+           problems: list[Problem]) -> tuple[str, ...]:
+    value = item.get(key) or []
+    if not isinstance(value, list):
+        problems.append(Problem(src.at((*path, key)), f"'{key}' must be a list", repr(value)))
+        return ()
+    out: list[str] = []
+    for j, x in enumerate(value):
+        if isinstance(x, str | int) and not isinstance(x, bool) and str(x):
+            out.append(str(x))
+        else:
+            problems.append(Problem(src.at((*path, key, j)), f"'{key}' items must be text",
+                                    repr(x)))
+    return tuple(out)
+
+
+def parse(src: Source, policy: DirectoryPolicy | None = None) -> DirectoryFile:
+    """Validate a parsed directory file (against the organization's policy when given:
+    roles, products, quota); raises PolicyError with located problems."""
     problems: list[Problem] = []
     data = src.data if isinstance(src.data, dict) else {}
     allowed = {"org", "crm_users", "books_users", "subscriptions_users", "integration_users"}
@@ -81,6 +107,10 @@ def parse(src: Source) -> DirectoryFile:
         for i, item in enumerate(value):
             if isinstance(item, dict):
                 out.append(((key, i), item))
+                for k in item:
+                    if k not in ITEM_KEYS[key]:
+                        problems.append(Problem(src.at((key, i, k)), f"unknown key '{k}'",
+                                                "", "one of: " + ", ".join(ITEM_KEYS[key])))
             else:
                 problems.append(Problem(src.at((key, i)), "expected a mapping", repr(item)))
         return out
@@ -117,11 +147,12 @@ def parse(src: Source) -> DirectoryFile:
                 problems.append(Problem(src.at((*path, "status")), "invalid status",
                                         repr(status), "active or inactive"))
                 status = "inactive"
-            locations = item.get("locations") or []
             finance.append(FinanceUser(product, uid, email,
                                        _text(src, item, "name", path, problems, False) or email,
                                        _text(src, item, "role", path, problems), cast(Any, status),
-                                       tuple(str(x) for x in locations)))
+                                       _texts(src, item, "locations", path, problems),
+                                       frozenset(_texts(src, item, "assigned_customers", path,
+                                                        problems))))
     finance_emails = {email_key(f.email) for f in finance}
     integ: list[IntegrationUser] = []
     for path, item in items("integration_users"):
@@ -133,11 +164,18 @@ def parse(src: Source) -> DirectoryFile:
             problems.append(Problem(src.at((*path, "crm_user")),
                                     "a finance user cannot be an integration user", crm_id))
         integ.append(IntegrationUser(crm_id, _text(src, item, "id", path, problems)))
+    if policy is not None and not problems:
+        if org != policy.org_id:
+            problems.append(Problem(src.at(("org",)), "the policy given is another "
+                                    "organization's", org, policy.org_id))
+        for v in check(policy, finance, integ):
+            where = src.at((v.key,) if v.index is None else (v.key, v.index, v.field))
+            problems.append(Problem(where, v.message, v.found, v.expected))
     if problems:
         raise PolicyError(problems)
     return DirectoryFile(org, tuple(crm.values()), tuple(finance), tuple(integ))
 
 
-def read(path: Path) -> DirectoryFile:
-    """Read and validate a directory file."""
-    return parse(load(path, str(path)))
+def read(path: Path, policy: DirectoryPolicy | None = None) -> DirectoryFile:
+    """Read and validate a directory file (against the organization's policy when given)."""
+    return parse(load(path, str(path)), policy)

@@ -10,10 +10,13 @@ class AuthzError(Exception):
 class InvalidArgument(AuthzError):
     """A request field is malformed or out of range (gRPC INVALID_ARGUMENT)."""
 
-    def __init__(self, field: str, description: str) -> None:
+    def __init__(self, field: str, description: str,
+                 more: tuple[tuple[str, str], ...] = ()) -> None:
         self.field = field
         self.description = description
-        super().__init__(f"{field}: {description}")
+        self.more = more  # further (field, description) violations found with this one
+        super().__init__(f"{field}: {description}"
+                         + (f" (and {len(more)} more)" if more else ""))
 
 
 class UnknownOrganization(AuthzError):

@@ -95,9 +95,14 @@ def register(sub: Any) -> None:
     d = sub.add_parser("directory", help="manage organization directories in the store")
     dsub = d.add_subparsers(dest="directory_command", metavar="SUBCOMMAND")
     dsub.required = True
-    p = dsub.add_parser("import", help="upsert the users of a directory YAML file")
+    p = dsub.add_parser("import", help="upsert the users of a directory YAML file, checked "
+                        "against the organization's compiled policy")
     p.add_argument("--db", help="store URL (env AUTHZ_DB; default sqlite:///var/authz.db)")
     p.add_argument("--config", type=Path, help="TOML configuration file (env AUTHZ_CONFIG)")
+    p.add_argument("--policy-dir", type=Path,
+                   help="compiled policy (env AUTHZ_POLICY_DIR; default authz/policies/generated)")
+    p.add_argument("--replace", action="store_true",
+                   help="the directory becomes exactly the file: users not listed are removed")
     p.add_argument("file", type=Path, help="directory file (see authz/directory_file.py)")
     p.set_defaults(func=cmd_directory_import)
 
@@ -121,25 +126,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_directory_import(args: argparse.Namespace) -> int:
     from authz import directory_file
+    from authz.directory_check import DirectoryPolicy
+    from authz.engine.engine import PolicySet
     from authz.errors import AuthzError
     from authz.policy.errors import PolicyError
+    from authz.policy.yamlsrc import load
 
     from . import app, config
 
     try:
-        cfg = config.load({"db": args.db}, config_file=args.config)
+        cfg = config.load({"db": args.db, "policy_dir": args.policy_dir},
+                          config_file=args.config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        df = directory_file.read(args.file)
+        src = load(args.file, str(args.file))
+        org_id = directory_file.parse(src).org_id
+        try:
+            manifest = PolicySet(cfg.policy_dir).get(org_id).manifest
+        except AuthzError:
+            print(f"error: {src.at(('org',))}: no compiled policy for organization '{org_id}' "
+                  f"under {cfg.policy_dir}", file=sys.stderr)
+            return 2
+        df = directory_file.parse(src, DirectoryPolicy.from_manifest(manifest))
     except PolicyError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         print(f"{len(exc.problems)} problem(s); nothing imported", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
     try:
         store = app.open_store(cfg.db)
@@ -148,14 +162,17 @@ def cmd_directory_import(args: argparse.Namespace) -> int:
         return 2
     try:
         revision = store.import_directory(df.org_id, df.crm_users, df.finance_users,
-                                          df.integration_users)
+                                          df.integration_users, replace=args.replace,
+                                          integration_quota=manifest.get("integration_user_quota"))
     except AuthzError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {args.file}: {exc}; nothing imported", file=sys.stderr)
         return 2
     finally:
         store.close()
     print(f"{df.org_id}: imported {len(df.crm_users)} CRM, {len(df.finance_users)} finance and "
-          f"{len(df.integration_users)} integration users; directory revision {revision}")
+          f"{len(df.integration_users)} integration users"
+          + (" (replacing the directory)" if args.replace else "")
+          + f"; directory revision {revision}")
     return 0
 
 

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, unknown_fields
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
@@ -31,6 +32,7 @@ from authz.decision import (
     Record,
 )
 from authz.directory import CrmUser, FinanceUser, IntegrationUser, email_key
+from authz.directory_check import Violation
 from authz.errors import (
     AuthzError,
     FailedPrecondition,
@@ -197,7 +199,8 @@ def error_status(exc: AuthzError) -> status_pb2.Status:
     """The google.rpc.Status a domain error maps to, with details a client can act on."""
     if isinstance(exc, InvalidArgument):
         bad = error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.description)
+            error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+            for f, d in ((exc.field, exc.description), *exc.more)
         ])
         return _status(code_pb2.INVALID_ARGUMENT, str(exc), bad)
     if isinstance(exc, UnknownOrganization):
@@ -247,9 +250,16 @@ _FIN_STATUS: dict[int, Literal["active", "inactive"]] = {
 }
 
 
+def directory_policy_errors(violations: Sequence[Violation]) -> InvalidArgument:
+    """Policy violations of an ImportDirectoryRequest as one error naming every field."""
+    named = [(v.path({"role": "role_id"}), v.describe()) for v in violations]
+    return InvalidArgument(named[0][0], named[0][1], tuple(named[1:]))
+
+
 def directory(msg: pb.ImportDirectoryRequest) -> tuple[
         str, list[CrmUser], list[FinanceUser], list[IntegrationUser]]:
     """The users of an ImportDirectoryRequest, validated like a directory file."""
+    _no_unknown_fields(msg, "")
     org_id = _text(msg.org_id, "org_id", required=True)
     crm: dict[str, CrmUser] = {}
     for i, u in enumerate(msg.crm_users):
@@ -281,6 +291,18 @@ def directory(msg: pb.ImportDirectoryRequest) -> tuple[
     return org_id, list(crm.values()), finance, integ
 
 
+def _no_unknown_fields(msg: Message, at: str) -> None:
+    """Fields this server does not know (a newer client's, or a typo'd JSON transcoding) are
+    refused rather than dropped: a directory must never import as less than was sent."""
+    found = unknown_fields.UnknownFieldSet(msg)
+    if len(found):
+        raise InvalidArgument(at or type(msg).__name__, f"unknown field number "
+                              f"{found[0].field_number} in {type(msg).__name__}; nothing imported")
+    for name in ("crm_users", "books_users", "subscriptions_users", "integration_users"):
+        for i, item in enumerate(getattr(msg, name, ())):
+            _no_unknown_fields(item, f"{name}[{i}]")
+
+
 def _finance_users(key: str, product: str, users: Sequence[pb.FinanceUser]) -> list[FinanceUser]:
     seen: set[str] = set()
     out: list[FinanceUser] = []
@@ -297,5 +319,7 @@ def _finance_users(key: str, product: str, users: Sequence[pb.FinanceUser]) -> l
             _text(u.name, f"{at}.name") or email, _text(u.role_id, f"{at}.role_id", required=True),
             _FIN_STATUS[u.status],
             tuple(_text(loc, f"{at}.locations[{j}]", True) for j, loc in enumerate(u.locations)),
+            frozenset(_text(c, f"{at}.assigned_customers[{j}]", True)
+                      for j, c in enumerate(u.assigned_customers)),
         ))
     return out

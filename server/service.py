@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import Executor, Future
@@ -19,9 +20,11 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import grpc
 from grpc_status import rpc_status
 
+from authz import directory_check
 from authz.attribution import AttributionDenied
 from authz.decision import CheckRequest, Decision, Identity
 from authz.directory import CrmUser, FinanceUser, IntegrationUser
+from authz.directory_check import DirectoryPolicy
 from authz.engine.engine import Engine
 from authz.errors import AuthzError, InvalidArgument
 from authz.v1 import authz_pb2 as pb
@@ -46,7 +49,8 @@ class Store(Protocol):
 
     def import_directory(self, org_id: str, crm_users: Iterable[CrmUser],
                          finance_users: Iterable[FinanceUser],
-                         integration_users: Iterable[IntegrationUser] = ()) -> int: ...
+                         integration_users: Iterable[IntegrationUser] = (), *,
+                         replace: bool = False, integration_quota: object = None) -> int: ...
 
     def close(self) -> None: ...
 
@@ -230,8 +234,15 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
         engine, store = await self._parts(context)
         try:
             org_id, crm, finance, integ = convert.directory(request)
-            engine.policies.get(org_id)  # unknown organizations are NOT_FOUND here too
-            revision = await self._run(store.import_directory, org_id, crm, finance, integ)
+            # unknown organizations are NOT_FOUND here too
+            manifest = engine.policies.get(org_id).manifest
+            violations = directory_check.check(DirectoryPolicy.from_manifest(manifest), finance,
+                                               integ)
+            if violations:
+                raise convert.directory_policy_errors(violations)
+            revision = await self._run(functools.partial(
+                store.import_directory, org_id, crm, finance, integ, replace=request.replace,
+                integration_quota=manifest.get("integration_user_quota")))
         except AuthzError as exc:
             await _abort(context, exc)
         event(log, logging.INFO, "directory_imported", org_id=org_id, revision=revision,

@@ -27,6 +27,7 @@ from authz.decision import (
     IdentityKind,
     Mode,
     Reason,
+    Record,
 )
 from authz.directory import CrmUser, DirectorySnapshot
 from authz.engine.identity import resolve_cached
@@ -210,7 +211,12 @@ def decide_valid(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot,
                         + " or ".join(products))
     roles = ctx.identity.roles
     rec = req.record
-    assigned = bool(rec.owner) and rec.owner == crm.id
+    # Record scope (DOMAIN §4.4): the record's owner is the user, or its customer is one of
+    # the user's assigned customers (in any of their finance identities), whichever the
+    # caller names.
+    assigned = (bool(rec.owner) and rec.owner == crm.id) or (
+        bool(rec.customer_id) and any(rec.customer_id in f.assigned_customers
+                                      for f in finance.values()))
     channel = _CHANNEL_TEXT[req.channel]
 
     # Role grants: union across the connected products that have the module.
@@ -230,8 +236,7 @@ def decide_valid(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot,
             if any(v.grant(roles, p, module, action, True, channel) is not None for p in products):
                 return ctx.deny(Reason.OUT_OF_SCOPE,
                                 f"{_role_list(org, roles)} may {action} {module} only for customers "
-                                f"assigned to {crm.id}; this record's customer is "
-                                + (f"owned by {rec.owner}" if rec.owner else "not assigned to them"))
+                                f"assigned to {crm.id}; " + _out_of_scope(rec))
             return ctx.deny(Reason.ACTION_NOT_GRANTED,
                             f"{_role_list(org, roles)} does not grant {action} on {module}")
     ctx.product = product
@@ -292,6 +297,19 @@ _CONNECTED: dict[tuple[tuple[str, ...], str, str], tuple[str, ...]] = {}
 def _connected(connected: tuple[str, ...], product: str, module: str) -> tuple[str, ...]:
     candidates = (product,) if product else _PRODUCTS_WITH[module]
     return tuple(p for p in candidates if p in connected)
+
+
+def _out_of_scope(rec: Record) -> str:
+    """Why a record is outside the user's assigned customers, naming what the request lacks."""
+    if not rec.customer_id and not rec.owner:
+        return ("the request names neither the record's customer (record.customer_id) nor its "
+                "owner (record.owner), so its scope cannot be decided")
+    named = []
+    if rec.customer_id:
+        named.append(f"its customer {rec.customer_id} is not one of their assigned customers")
+    if rec.owner:
+        named.append(f"it is owned by {rec.owner}")
+    return "this record: " + " and ".join(named)
 
 
 def _approval_product(org: OrgIndex, products: tuple[str, ...]) -> str:

@@ -1,8 +1,8 @@
 """List filtering: which records may a user act on, as one filter a report engine applies.
 
 Checking each record of a report is one decision per row; instead, the same rules as
-`decide` are turned into a condition over record attributes (owner, status, location,
-total, approval level, creator) that a report engine evaluates itself, e.g. as SQL.
+`decide` are turned into a condition over record attributes (owner, customer, status,
+location, total, approval level, creator) that a report engine evaluates itself, e.g. as SQL.
 A record passes the filter exactly when `decide` would allow the action on it (with no
 fields written): the tests check that on a real table.
 
@@ -12,7 +12,7 @@ Filter format (JSON-friendly dicts):
   {"op": "eq" | "ne", "field": F, "value": V}
   {"op": "in" | "not_in", "field": F, "values": [V, ...]}
   {"op": "range", "field": "total", "lo": x|null, "lo_closed": b, "hi": x|null, "hi_closed": b}
-Fields: owner, status, location, total, approval_level, created_by.
+Fields: owner, customer_id, status, location, total, approval_level, created_by.
 An empty status counts as unapproved; an approval_level of 0 counts as level 1.
 """
 
@@ -32,7 +32,8 @@ from authz.errors import InvalidArgument
 Filter = dict[str, Any]
 TRUE: Filter = {"op": "true"}
 FALSE: Filter = {"op": "false"}
-FIELDS = ("owner", "status", "location", "total", "approval_level", "created_by")
+FIELDS = ("owner", "customer_id", "status", "location", "total", "approval_level",
+          "created_by")
 _UNAPPROVED = sorted(catalog.UNAPPROVED_STATES | {""})
 
 
@@ -108,7 +109,11 @@ def record_filter(org: OrgIndex, snap: DirectorySnapshot, user: str, module: str
     if ident.integration_user_id and channel == Channel.DIRECT:
         return FALSE
     roles, email = ident.roles, (crm.email if resolved.finance else "")
-    mine: Filter = {"op": "eq", "field": "owner", "value": crm.id}
+    # Assigned-customers scope, as decide: the user owns the record or its customer is theirs.
+    customers = sorted({c for f in resolved.finance.values() for c in f.assigned_customers})
+    mine: Filter = or_({"op": "eq", "field": "owner", "value": crm.id},
+                       {"op": "in", "field": "customer_id", "values": customers}
+                       if customers else FALSE)
     products = [p for p in catalog.products_with(module) if p in org.products]
     approving = action in ("approve", "reject")
     options: list[Filter] = []

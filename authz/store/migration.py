@@ -254,10 +254,7 @@ class MigrationStore:
     @staticmethod
     def _reserved(conn: Connection, org_id: str) -> set[str]:
         """Users pending in unfinished jobs: their slots are taken."""
-        i, j = migration_job_items, migration_jobs
-        return set(conn.execute(
-            sa.select(i.c.crm_user_id).join(j, j.c.job_id == i.c.job_id)
-            .where(j.c.org_id == org_id, j.c.state != "done", i.c.state == "pending")).scalars())
+        return rows.pending_integration_users(conn, org_id)
 
     # -- status ------------------------------------------------------------------------
 

@@ -17,7 +17,9 @@ from sqlalchemy.engine import Connection
 
 from authz.directory import CrmStatus, CrmUser, FinanceStatus, FinanceUser, IntegrationUser, email_key
 from authz.errors import InvalidArgument
+from authz.migration.plan import DEFAULT_QUOTA
 from authz.store import schema
+from authz.store.migration_schema import integration_quotas, migration_job_items, migration_jobs
 
 T = TypeVar("T")
 Key = tuple[str, ...]
@@ -93,13 +95,15 @@ def _finance_row(u: FinanceUser) -> tuple[Key, Values]:
     return (u.product, u.user_id), {
         "email": u.email, "email_key": email_key(u.email), "name": u.name, "role_id": u.role_id,
         "status": u.status, "locations": json.dumps(list(u.locations)),
+        "assigned_customers": json.dumps(sorted(u.assigned_customers)),
     }
 
 
 def _finance_user(key: Key, v: Values) -> FinanceUser:
     status: FinanceStatus = "inactive" if v["status"] == "inactive" else "active"
     return FinanceUser(key[0], key[1], v["email"], v["name"], v["role_id"], status,
-                       tuple(json.loads(v["locations"])))
+                       tuple(json.loads(v["locations"])),
+                       frozenset(json.loads(v["assigned_customers"])))
 
 
 def _integration_row(u: IntegrationUser) -> tuple[Key, Values]:
@@ -190,3 +194,28 @@ def check_integration_users(crm: Mapping[Key, Values], finance: Mapping[Key, Val
                 f"CRM user '{crm_user_id}' ({user['email']}) is a finance user and cannot "
                 "be an integration user",
             )
+
+
+def pending_integration_users(conn: Connection, org_id: str) -> set[str]:
+    """CRM users pending in unfinished migration jobs: their quota slots are taken."""
+    i, j = migration_job_items, migration_jobs
+    return set(conn.execute(
+        sa.select(i.c.crm_user_id).join(j, j.c.job_id == i.c.job_id)
+        .where(j.c.org_id == org_id, j.c.state != "done", i.c.state == "pending")).scalars())
+
+
+def check_quota(conn: Connection, org_id: str, policy_quota: object,
+                integration: Mapping[Key, Values]) -> None:
+    """An import may not take the organization past its integration-user quota (DOMAIN §6:
+    1,000 unless raised): the operator's raise in the store, else the policy's. Users
+    pending in unfinished migration jobs hold slots too, as they do for Migrate."""
+    raised = conn.execute(sa.select(integration_quotas.c.quota)
+                          .where(integration_quotas.c.org_id == org_id)).scalar()
+    quota = int(raised) if raised is not None else (
+        policy_quota if isinstance(policy_quota, int) else DEFAULT_QUOTA)
+    pending = pending_integration_users(conn, org_id)
+    used = len(integration) + len({u for u in pending if (u,) not in integration})
+    if used > quota:
+        raise InvalidArgument("integration_users", f"the import would leave {used} integration "
+                              f"users (pending migrations included) over organization {org_id}'s "
+                              f"quota of {quota}; nothing imported")

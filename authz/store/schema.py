@@ -64,6 +64,8 @@ finance_users = sa.Table(
     sa.Column("role_id", sa.String(128), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("locations", sa.Text, nullable=False),  # JSON array of location ids; [] = all
+    # JSON array of the customer ids the user is contact owner of, sorted (revision 0004)
+    sa.Column("assigned_customers", sa.Text, nullable=False, server_default="[]"),
     sa.CheckConstraint("status IN ('active', 'inactive')", name="ck_finance_users_status"),
     sa.Index("ix_finance_users_email_key", "org_id", "email_key"),
 )

@@ -192,7 +192,8 @@ class Store:
     def import_directory(self, org_id: str, crm_users: Iterable[CrmUser],
                          finance_users: Iterable[FinanceUser],
                          integration_users: Iterable[IntegrationUser] = (), *, replace: bool = False,
-                         source: str = "import", permission_set_version: int | None = None) -> int:
+                         source: str = "import", permission_set_version: int | None = None,
+                         integration_quota: object = None) -> int:
         """Upsert users in one transaction; returns the directory revision afterwards.
 
         The revision is bumped only when a row changed, so re-importing the same data is a
@@ -223,6 +224,8 @@ class Store:
                     for k in integ_d.deletes:
                         del integ_d.merged[k]
                 rows.check_integration_users(crm_d.merged, fin_d.merged, integ_d.merged, integ_in)
+                if integration_quota is not None and integ_d.inserts:
+                    rows.check_quota(conn, org_id, integration_quota, integ_d.merged)
                 diffs = (crm_d, fin_d, integ_d)
                 if any(d.changed for d in diffs):
                     rows.apply(conn, rows.INTEGRATION, org_id, rows.Diff(deletes=integ_d.deletes))

@@ -1283,6 +1283,7 @@ class FinanceUser(_message.Message):
     ROLE_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     LOCATIONS_FIELD_NUMBER: _builtins.int
+    ASSIGNED_CUSTOMERS_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """The user's id in the product. Required."""
     email: _builtins.str
@@ -1297,6 +1298,12 @@ class FinanceUser(_message.Message):
     def locations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Locations the user is limited to; empty: all."""
 
+    @_builtins.property
+    def assigned_customers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Customer ids the user is the contact owner of (Books data): an "assigned customers
+        only" role may act on records of these customers (or records the user owns).
+        """
+
     def __init__(
         self,
         *,
@@ -1306,10 +1313,11 @@ class FinanceUser(_message.Message):
         role_id: _builtins.str = ...,
         status: Global___FinanceUserStatus.ValueType = ...,
         locations: _abc.Iterable[_builtins.str] | None = ...,
+        assigned_customers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "locations", b"locations", "name", b"name", "role_id", b"role_id", "status", b"status", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned_customers", b"assigned_customers", "email", b"email", "locations", b"locations", "name", b"name", "role_id", b"role_id", "status", b"status", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1343,7 +1351,9 @@ Global___IntegrationUser: _TypeAlias = IntegrationUser  # noqa: Y015
 
 @_typing.final
 class ImportDirectoryRequest(_message.Message):
-    """ImportDirectoryRequest replaces an organization's directory with these users."""
+    """ImportDirectoryRequest upserts these users into an organization's directory, or with
+    `replace` makes the directory exactly these users.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1352,8 +1362,15 @@ class ImportDirectoryRequest(_message.Message):
     BOOKS_USERS_FIELD_NUMBER: _builtins.int
     SUBSCRIPTIONS_USERS_FIELD_NUMBER: _builtins.int
     INTEGRATION_USERS_FIELD_NUMBER: _builtins.int
+    REPLACE_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """The organization id."""
+    replace: _builtins.bool
+    """False (default): upsert; users not listed stay. True: CRM, Books and Subscriptions
+    users not listed are removed, and integration users of removed CRM users with them
+    (to remove one user, send the directory without them). An integration user not
+    listed is kept while its CRM user stays (migration adds them, not the sync).
+    """
     @_builtins.property
     def crm_users(self) -> _containers.RepeatedCompositeFieldContainer[Global___CrmUser]:
         """The CRM users."""
@@ -1378,10 +1395,11 @@ class ImportDirectoryRequest(_message.Message):
         books_users: _abc.Iterable[Global___FinanceUser] | None = ...,
         subscriptions_users: _abc.Iterable[Global___FinanceUser] | None = ...,
         integration_users: _abc.Iterable[Global___IntegrationUser] | None = ...,
+        replace: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["books_users", b"books_users", "crm_users", b"crm_users", "integration_users", b"integration_users", "org_id", b"org_id", "subscriptions_users", b"subscriptions_users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["books_users", b"books_users", "crm_users", b"crm_users", "integration_users", b"integration_users", "org_id", b"org_id", "replace", b"replace", "subscriptions_users", b"subscriptions_users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -148,8 +148,12 @@ class AuthzServiceServicer:
 
     def ImportDirectory(self, request, context):
         """ImportDirectory upserts an organization's users (idempotent: importing the same
-        users again changes nothing but may bump the revision) and returns the revision
-        to pass as CheckRequest.min_revision for read-your-writes.
+        users again changes nothing and keeps the revision), or with `replace` makes the
+        directory exactly the request's users (removing the others), and returns the
+        revision to pass as CheckRequest.min_revision for read-your-writes. The users are
+        checked against the organization's policy first: an unknown role or product, an
+        unknown field, or more integration users than the quota is INVALID_ARGUMENT naming
+        the user and field (BadRequest), with nothing imported.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -67,8 +67,12 @@ class AuthzServiceStub:
     """WatchMigrationJob streams the job's progress until it is done."""
     ImportDirectory: _grpc.UnaryUnaryMultiCallable[_authz_pb2.ImportDirectoryRequest, _authz_pb2.ImportDirectoryResponse]
     """ImportDirectory upserts an organization's users (idempotent: importing the same
-    users again changes nothing but may bump the revision) and returns the revision
-    to pass as CheckRequest.min_revision for read-your-writes.
+    users again changes nothing and keeps the revision), or with `replace` makes the
+    directory exactly the request's users (removing the others), and returns the
+    revision to pass as CheckRequest.min_revision for read-your-writes. The users are
+    checked against the organization's policy first: an unknown role or product, an
+    unknown field, or more integration users than the quota is INVALID_ARGUMENT naming
+    the user and field (BadRequest), with nothing imported.
     """
     ListFilter: _grpc.UnaryUnaryMultiCallable[_authz_pb2.ListFilterRequest, _authz_pb2.ListFilterResponse]
     """ListFilter answers "which records may this user take this action on?" for a list,
@@ -124,8 +128,12 @@ class AuthzServiceAsyncStub(AuthzServiceStub):
     """WatchMigrationJob streams the job's progress until it is done."""
     ImportDirectory: _aio.UnaryUnaryMultiCallable[_authz_pb2.ImportDirectoryRequest, _authz_pb2.ImportDirectoryResponse]  # type: ignore[assignment]
     """ImportDirectory upserts an organization's users (idempotent: importing the same
-    users again changes nothing but may bump the revision) and returns the revision
-    to pass as CheckRequest.min_revision for read-your-writes.
+    users again changes nothing and keeps the revision), or with `replace` makes the
+    directory exactly the request's users (removing the others), and returns the
+    revision to pass as CheckRequest.min_revision for read-your-writes. The users are
+    checked against the organization's policy first: an unknown role or product, an
+    unknown field, or more integration users than the quota is INVALID_ARGUMENT naming
+    the user and field (BadRequest), with nothing imported.
     """
     ListFilter: _aio.UnaryUnaryMultiCallable[_authz_pb2.ListFilterRequest, _authz_pb2.ListFilterResponse]  # type: ignore[assignment]
     """ListFilter answers "which records may this user take this action on?" for a list,
@@ -220,8 +228,12 @@ class AuthzServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_authz_pb2.ImportDirectoryResponse, _abc.Awaitable[_authz_pb2.ImportDirectoryResponse]]:
         """ImportDirectory upserts an organization's users (idempotent: importing the same
-        users again changes nothing but may bump the revision) and returns the revision
-        to pass as CheckRequest.min_revision for read-your-writes.
+        users again changes nothing and keeps the revision), or with `replace` makes the
+        directory exactly the request's users (removing the others), and returns the
+        revision to pass as CheckRequest.min_revision for read-your-writes. The users are
+        checked against the organization's policy first: an unknown role or product, an
+        unknown field, or more integration users than the quota is INVALID_ARGUMENT naming
+        the user and field (BadRequest), with nothing imported.
         """
 
     @_abc_1.abstractmethod

@@ -72,7 +72,8 @@ def _import_request(path: Path) -> pb.ImportDirectoryRequest:
     for f in df.finance_users:
         users = req.books_users if f.product == "books" else req.subscriptions_users
         users.add(user_id=f.user_id, email=f.email, name=f.name, role_id=f.role_id,
-                  locations=f.locations, status=pb.FINANCE_USER_STATUS_INACTIVE
+                  locations=f.locations, assigned_customers=sorted(f.assigned_customers),
+                  status=pb.FINANCE_USER_STATUS_INACTIVE
                   if f.status == "inactive" else pb.FINANCE_USER_STATUS_ACTIVE)
     for i in df.integration_users:
         req.integration_users.add(crm_user_id=i.crm_user_id, integration_user_id=i.integration_user_id)

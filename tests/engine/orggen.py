@@ -31,6 +31,7 @@ PREDEFINED_NON_ADMIN = {catalog.BOOKS: ["staff", "staff_assigned", "timesheet_st
 FIELDS = ("discount", "notes", "tax_id", "cost")
 USERS = tuple(f"u{n}" for n in range(8))
 LOCATIONS = ("berlin", "paris")
+CUSTOMERS = ("c-1", "c-2", "c-3")  # customer ids: assigned to users, named by records
 ORG_ID = "rand-org"
 
 
@@ -186,7 +187,8 @@ def _directory(rng: random.Random, spec: OrgSpec) -> DirectorySnapshot:
                 product, f"{product[0]}-{uid}", email(uid).upper() if rng.random() < 0.3
                 else email(uid), uid, rng.choice(roles),
                 "inactive" if rng.random() < 0.1 else "active",
-                (rng.choice(LOCATIONS),) if rng.random() < 0.15 else ()))
+                (rng.choice(LOCATIONS),) if rng.random() < 0.15 else (),
+                frozenset(rng.sample(CUSTOMERS, rng.randrange(3)))))
     return DirectorySnapshot.build(ORG_ID, 7, crm, fin, integ)
 
 
@@ -256,7 +258,7 @@ def _request(rng: random.Random, pairs: list[tuple[str, str]],
         rng.choice(["ghost", "ghost@rand.example"])
     anyone = [uid, uid, *USERS, ""]
     record = Record(
-        owner=rng.choice(anyone),
+        owner=rng.choice(anyone), customer_id=rng.choice(["", "", *CUSTOMERS]),
         total=rng.choice([None, 0.0, 99.5, 100.0, 1000.0, 4999.0, 5000.0, 7500.0]),
         status=status,
         approval_level=rng.randrange(5), created_by=rng.choice(anyone),

@@ -21,12 +21,14 @@ DIRECTORY = Path(__file__).resolve().parents[2] / "authz/policies/orgs/acme-eu/t
 STATUSES = ["", "draft", "pending_approval", "rejected", "approved", "sent", "paid"]
 OWNERS = ["u-sam", "u-quinn", "u-stella", "u-paul", "u-fiona", "u-noah"]
 LOCATIONS = ["berlin", "munich", ""]
+CUSTOMERS = ["c-1001", "c-1002", "c-2001", ""]  # Stella's assigned customers and others
 TOTALS = [0.0, 500.0, 999.99, 1000.0, 5000.0, 10000.0, 25000.0]
 
 
 def make_records(n: int, seed: int = 7) -> list[dict[str, object]]:
     rnd = random.Random(seed)
-    return [{"id": i, "owner": rnd.choice(OWNERS), "status": rnd.choice(STATUSES),
+    return [{"id": i, "owner": rnd.choice(OWNERS), "customer_id": rnd.choice(CUSTOMERS),
+             "status": rnd.choice(STATUSES),
              "location": rnd.choice(LOCATIONS), "total": rnd.choice(TOTALS),
              "approval_level": rnd.choice([0, 1, 2, 3]), "created_by": rnd.choice(OWNERS)}
             for i in range(n)]
@@ -35,11 +37,11 @@ def make_records(n: int, seed: int = 7) -> list[dict[str, object]]:
 @pytest.fixture(scope="module")
 def table() -> tuple[sqlite3.Connection, list[dict[str, object]]]:
     db = sqlite3.connect(":memory:")
-    db.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, owner TEXT, status TEXT, "
-               "location TEXT, total REAL, approval_level INTEGER, created_by TEXT)")
+    db.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, owner TEXT, customer_id TEXT, "
+               "status TEXT, location TEXT, total REAL, approval_level INTEGER, created_by TEXT)")
     records = make_records(400)
-    db.executemany("INSERT INTO invoices VALUES (:id, :owner, :status, :location, :total, "
-                   ":approval_level, :created_by)", records)
+    db.executemany("INSERT INTO invoices VALUES (:id, :owner, :customer_id, :status, :location, "
+                   ":total, :approval_level, :created_by)", records)
     return db, records
 
 
@@ -64,7 +66,7 @@ def test_sql_filter_equals_per_record_checks(
         selected = {row[0] for row in db.execute(f"SELECT id FROM invoices WHERE {where}", params)}
         expected = set()
         for r in records:
-            rec = Record(owner=str(r["owner"]), status=str(r["status"]),
+            rec = Record(owner=str(r["owner"]), customer_id=str(r["customer_id"]), status=str(r["status"]),
                          location=str(r["location"]), total=float(r["total"]),  # type: ignore[arg-type]
                          approval_level=int(r["approval_level"]),  # type: ignore[call-overload]
                          created_by=str(r["created_by"]))

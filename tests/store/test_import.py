@@ -143,3 +143,56 @@ def test_large_import_round_trips(store: Store) -> None:
     assert loaded == written
     assert len(loaded.crm_users) == 1500 and len(loaded.integration_users) == 500
     assert store.import_directory(ORG, users, finance, integ) == 1
+
+
+# -- issue 11 item 8 / issue 12 item 2: quota, assigned customers, removal --------------
+
+def _crm_only(n: int) -> tuple[list[CrmUser], list[IntegrationUser]]:
+    users = [CrmUser(f"u-{i}", f"u{i}@acme.example", f"U {i}") for i in range(n)]
+    return users, [IntegrationUser(u.id, f"iu-{u.id}") for u in users]
+
+
+def test_an_import_over_the_integration_user_quota_is_refused_with_nothing_written(
+        store: Store) -> None:
+    users, integ = _crm_only(3)
+    assert store.import_directory(ORG, users, [], integ[:2], integration_quota=2) == 1
+    with pytest.raises(InvalidArgument) as info:
+        store.import_directory(ORG, users, [], integ, integration_quota=2)
+    assert info.value.field == "integration_users"
+    assert "3 integration users" in info.value.description and "quota of 2" in info.value.description
+    assert store.revision(ORG) == 1
+    assert set(store.snapshot(ORG).integration_users) == {"u-0", "u-1"}
+    # Re-importing what is there (no new integration user) stays a no-op, not an error.
+    assert store.import_directory(ORG, users, [], integ[:2], integration_quota=1) == 1
+
+
+def test_an_operators_raise_overrides_the_policy_quota(store: Store) -> None:
+    from authz.store.migration import MigrationStore, OrgSettings
+
+    users, integ = _crm_only(3)
+    MigrationStore(store, lambda org: OrgSettings(quota=2)).set_quota(ORG, 3, "ops", "ticket 1")
+    assert store.import_directory(ORG, users, [], integ, integration_quota=2) == 1
+
+
+def test_assigned_customers_are_stored_and_a_change_bumps_the_revision(store: Store) -> None:
+    stella = FinanceUser("books", "b-stella", "stella@acme.example", "Stella", "staff_assigned",
+                         assigned_customers=frozenset({"c-2", "c-1"}))
+    assert store.import_directory(ORG, [], [stella]) == 1
+    assert store.import_directory(ORG, [], [stella]) == 1
+    fresh = Store(store.engine)  # read back from the database, not this Store's cache
+    got = fresh.snapshot(ORG).finance_user_by_email("stella@acme.example")["books"]
+    assert got.assigned_customers == {"c-1", "c-2"}
+    fewer = dataclasses.replace(stella, assigned_customers=frozenset({"c-1"}))
+    assert store.import_directory(ORG, [], [fewer]) == 2
+    assert Store(store.engine).snapshot(ORG).finance_user_by_email(
+        "stella@acme.example")["books"].assigned_customers == {"c-1"}
+
+
+def test_replace_removes_users_not_listed_and_their_integration_users(store: Store) -> None:
+    users, integ = _crm_only(2)
+    store.import_directory(ORG, [ANNA, *users], [BOOKS_ANNA], integ)
+    rev = store.import_directory(ORG, [ANNA, users[0]], [], replace=True)
+    snap = Store(store.engine).snapshot(ORG)
+    assert rev == 2 and set(snap.crm_users) == {ANNA.id, "u-0"}
+    assert set(snap.integration_users) == {"u-0"}  # u-1's went with them
+    assert snap.finance_user_by_email(ANNA.email) == {}
