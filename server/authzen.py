@@ -40,6 +40,7 @@ from aiohttp import web
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from authz.audit.writer import AuditUnavailable
+from authz.budget import start as start_budget
 from authz.errors import AuthzError, InvalidArgument
 from authz.v1 import authz_pb2 as pb
 
@@ -50,7 +51,7 @@ from .config import Config
 from .edge import DB_UNAVAILABLE
 from .logs import event
 from .security import Authenticator, Forbidden, Unauthenticated, authorize
-from .service import AuthzService
+from .service import AuthzService, in_thread
 
 log = logging.getLogger("authz.server")
 _RPC = "/" + pb.DESCRIPTOR.services_by_name["AuthzService"].full_name + "/"
@@ -171,6 +172,8 @@ class AuthzenApi:
         """Errors as JSON, X-Request-ID echoed, metrics counted; no internals leak."""
         name = request.match_info.route.resource.canonical if request.match_info.route.resource \
             else "unrouted"
+        # The request's waits (min_revision) end when it does: no thread outlives it.
+        budget = start_budget(None)
         try:
             response = await handler(request)
         except HttpError as exc:
@@ -196,6 +199,8 @@ class AuthzenApi:
                   exc_info=True)
             response = web.json_response(HttpError(
                 500, "INTERNAL", f"internal error (ref {ref})").body(), status=500)
+        finally:
+            budget.cancel()
         request_id = request.headers.get("X-Request-ID")
         if request_id is not None:
             response.headers["X-Request-ID"] = request_id
@@ -322,8 +327,7 @@ class AuthzenApi:
         engine, audit = self._parts()
         positions = [i for i, p in enumerate(parsed) if isinstance(p, pb.CheckRequest)]
         batch = pb.CheckBatchRequest(requests=[p for p in parsed if isinstance(p, pb.CheckRequest)])
-        loop = asyncio.get_running_loop()
-        answer, recorded, _ = await loop.run_in_executor(
+        answer, recorded, _ = await in_thread(
             self.executor, AuthzService._batch, engine, audit, batch, caller.name)
         await _recorded(recorded)
         out: list[dict[str, Any]] = [_item_refusal(p) if isinstance(p, InvalidArgument) else {}
@@ -360,10 +364,8 @@ class AuthzenApi:
         self._authorize(caller, LIST_FILTER, [search.request.org_id])
         self._limits(search.request)
         engine, _ = self._parts()
-        loop = asyncio.get_running_loop()
         try:
-            answer = await loop.run_in_executor(self.executor, authzen_search.list_filter,
-                                                engine, search)
+            answer = await in_thread(self.executor, authzen_search.list_filter, engine, search)
         except InvalidArgument as exc:
             raise amap.renamed(exc) from None
         return web.json_response(authzen_search.results(search, answer))

@@ -25,7 +25,6 @@ out of a decision (fail closed). Errors name the JSON path, e.g. `resource.type`
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -34,6 +33,8 @@ from google.protobuf import json_format
 
 from authz.errors import InvalidArgument
 from authz.v1 import authz_pb2 as pb
+
+from . import doors
 
 SUBJECT_TYPE = "user"
 RECORD_TEXT = ("customer_id", "owner", "currency", "status", "created_by", "location")
@@ -98,11 +99,8 @@ def check_keys(obj: Mapping[str, Any], allowed: tuple[str, ...], path: str = "")
 
 
 def _integer(value: Any, path: str, high: int) -> int:
-    if isinstance(value, str) and value.isdigit():  # int64 as proto3 JSON writes it
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
-        raise InvalidArgument(path, "must be a non-negative integer")
-    return value
+    # int64 as proto3 JSON writes it ("123") too; ASCII digits only (server/doors.py)
+    return doors.integer(value, path, 0, high)
 
 
 def _names(value: Any, path: str) -> list[str]:
@@ -144,9 +142,7 @@ def check_request(body: Mapping[str, Any], at: str = "", extra: tuple[str, ...] 
         total = rprops["total"]
         if isinstance(total, bool) or not isinstance(total, int | float):
             raise InvalidArgument(at + "resource.properties.total", "must be a number")
-        if not math.isfinite(total):
-            raise InvalidArgument(at + "resource.properties.total", "must be a finite number")
-        req.record.total.value = float(total)
+        req.record.total.value = doors.number(total, at + "resource.properties.total")
     if "approval_level" in rprops:
         req.record.approval_level = _integer(rprops["approval_level"],
                                              at + "resource.properties.approval_level", _INT32)

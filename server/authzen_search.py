@@ -33,7 +33,7 @@ from authz.errors import InvalidArgument
 from authz.v1 import authz_pb2 as pb
 
 from . import authzen_map as amap
-from . import convert, listfilter_rpc
+from . import convert, doors, listfilter_rpc
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -81,12 +81,13 @@ def _page(page: Any) -> tuple[int, int]:
     if not isinstance(page, dict):
         raise InvalidArgument("page", "must be a JSON object")
     token = page.get("token", "")
-    if not isinstance(token, str) or not (token == "" or token.isdigit()):
+    if not isinstance(token, str):
         raise InvalidArgument("page.token", "not a next_token this server gave")
+    offset = doors.page_token(token, "page.token")  # ASCII digits only, within int64
     limit = page.get("limit", DEFAULT_LIMIT)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_LIMIT:
         raise InvalidArgument("page.limit", f"an integer from 1 to {MAX_LIMIT}")
-    return int(token or 0), limit
+    return offset, limit
 
 
 def _candidate(body: Mapping[str, Any], msg: pb.CheckRequest, item: Any, at: str

@@ -2,16 +2,21 @@
 
 The same hostile values (control characters, Unicode digits, numbers past int32/int64,
 timestamps outside what google.protobuf.Timestamp allows, forged page tokens) are sent
-through each door: gRPC AuthzService, Envoy ext_authz headers, and `authz check
---request FILE`. Each must be refused as a caller's mistake naming the field (gRPC
-INVALID_ARGUMENT with a BadRequest violation, ext_authz 400, the CLI exit 2 naming
-file:line), never INTERNAL, UNKNOWN or a traceback.
+through each door: gRPC AuthzService, Envoy ext_authz headers, AuthZEN over HTTP
+(JSON), and `authz check --request FILE`. Each must be refused as a caller's mistake
+naming the field (gRPC INVALID_ARGUMENT with a BadRequest violation, ext_authz and
+HTTP 400, the CLI exit 2 naming file:line), never INTERNAL, UNKNOWN or a traceback.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -24,7 +29,7 @@ from authz.v1 import authz_pb2_grpc as pb_grpc
 from authz_server.xds import envoy_service_auth_v3_attribute_context_pb2 as attr
 from authz_server.xds import envoy_service_auth_v3_external_auth_pb2 as ext
 from authz_server.xds import envoy_service_auth_v3_external_auth_pb2_grpc as ext_grpc
-from tests.e2e.serverproc import ServerProc, run_authz, seed, start_server
+from tests.e2e.serverproc import ServerProc, free_port, run_authz, seed, start_server
 
 UNICODE_DIGITS = ("١٢٣", "１２", "²")  # Arabic-Indic, full-width, superscript
 TOO_BIG = ("99999999999", "9223372036854775808", "1" * 30)
@@ -35,7 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     work: Path = tmp_path_factory.mktemp("doors")
     url = f"sqlite:///{work / 'authz.db'}"
     seed(url)
-    proc = start_server(work, url)
+    proc = start_server(work, url, "--http-listen", f"127.0.0.1:{free_port()}")
     yield proc
     assert '"internal_error"' not in proc.log(), proc.log()[-4000:]
     assert proc.stop() == 0, proc.log()[-4000:]
@@ -131,6 +136,53 @@ def test_ext_authz_unicode_digits_are_not_read_as_numbers(server: ServerProc) ->
     assert ok.status.code == code_pb2.OK, ok
     bad = ext_check(server, BASE | {"x-authz-total": "١٢٣"})
     assert bad.status.code == code_pb2.INVALID_ARGUMENT
+
+
+# --- AuthZEN over HTTP -------------------------------------------------------------------
+
+def http_post(server: ServerProc, path: str, body: object) -> tuple[int, dict[str, Any]]:
+    port = re.search(r'"authzen_listening".*?"port": (\d+)', server.log())
+    assert port, server.log()[-2000:]
+    req = urllib.request.Request(f"http://127.0.0.1:{port.group(1)}{path}",
+                                 data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def evaluation(props: dict[str, Any], context: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"subject": {"type": "user", "id": "u-sam", "properties": {"org_id": "acme-eu"}},
+            "action": {"name": "view"},
+            "resource": {"type": "invoices", "id": "r-1", "properties": props},
+            "context": context or {}}
+
+
+@pytest.mark.parametrize("props,context,named", [
+    ({"total": 10**400}, None, "resource.properties.total"),
+    ({"approval_level": "١"}, None, "resource.properties.approval_level"),
+    ({"approval_level": 2**64}, None, "resource.properties.approval_level"),
+    ({"owner": "a\u0000b"}, None, "resource.properties.owner"),
+    ({}, {"min_revision": "²"}, "context.min_revision"),
+    ({}, {"min_revision": 2**64}, "context.min_revision"),
+])
+def test_authzen_json_is_held_to_the_same_rules(server: ServerProc, props: dict[str, Any],
+                                                context: dict[str, Any] | None,
+                                                named: str) -> None:
+    status, body = http_post(server, "/access/v1/evaluation", evaluation(props, context))
+    assert status == 400, body
+    assert named in json.dumps(body), body
+
+
+@pytest.mark.parametrize("token", ["²", "١٢٣", "9" * 30, "-1"])
+def test_authzen_search_page_tokens_are_refused(server: ServerProc, token: str) -> None:
+    body = evaluation({}) | {"page": {"token": token}}
+    del body["resource"]["id"]
+    status, out = http_post(server, "/access/v1/search/resource", body)
+    assert status == 400, out
+    assert "page.token" in json.dumps(out), out
 
 
 # --- request files ----------------------------------------------------------------------

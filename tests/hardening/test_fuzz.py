@@ -1,5 +1,6 @@
 """Property-based fuzzing of every door against a real server process: each AuthzService
-RPC, Envoy ext_authz (headers), and `authz check --request` files (the same campaign:
+RPC, Envoy ext_authz (headers), AuthZEN over HTTP (JSON), and `authz check --request`
+files (the same campaign:
 hostile text, Unicode digits, numbers past int32/int64, under the same credentials).
 
 Requests are generated from the proto descriptors (so an RPC added later is fuzzed
@@ -32,7 +33,7 @@ from hypothesis import strategies as st
 
 from authz import catalog
 from authz.v1 import authz_pb2 as pb
-from tests.e2e.serverproc import ServerProc, seed, start_server
+from tests.e2e.serverproc import ServerProc, free_port, seed, start_server
 from tests.hardening.conftest import write_callers
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
@@ -137,7 +138,10 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
     seed(url)
     tokens = {"batch-job": secrets.token_urlsafe(16), "admin": secrets.token_urlsafe(16)}
     write_callers(work / "callers.yaml", tokens)
-    proc = start_server(work, url, "--callers", str(work / "callers.yaml"))  # tokens on loopback
+    http_port = free_port()
+    proc = start_server(work, url, "--callers", str(work / "callers.yaml"),  # tokens on loopback
+                        "--http-listen", f"127.0.0.1:{http_port}")
+    tokens["http"] = f"http://127.0.0.1:{http_port}"
     yield proc, tokens
     assert proc.proc.poll() is None, "server died during fuzzing:\n" + proc.log()[-4000:]
     for _ in range(50):  # the store probe may lag behind a burst of writes
@@ -413,5 +417,96 @@ def test_fuzz_request_files(fuzz_server: tuple[ServerProc, dict[str, str]],
         code, details = _call(server, method, req.SerializeToString(), tokens["admin"])
         stats[code.name] = stats.get(code.name, 0) + 1
         assert code in ALLOWED, f"{code.name}: {details}"
+
+    run()
+
+
+# --- AuthZEN over HTTP: the same campaign through JSON -----------------------------------
+
+HTTP_PATHS = ["/access/v1/evaluation", "/access/v1/evaluations", "/access/v1/search/resource"]
+JSON_VALUES = st.one_of(
+    HOSTILE, NUMERIC_TEXT, st.integers(-(2**70), 2**70), st.booleans(), st.none(),
+    st.floats(allow_nan=False, allow_infinity=False), st.lists(HOSTILE, max_size=3),
+    st.dictionaries(HOSTILE, HOSTILE, max_size=2),
+)
+
+
+@st.composite
+def authzen_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    """An AuthZEN request: mostly a real question, some values hostile."""
+    def maybe(real: Any) -> Any:
+        return draw(JSON_VALUES) if draw(st.integers(0, 5)) == 0 else real
+
+    body: dict[str, Any] = {
+        "subject": {"type": maybe("user"), "id": maybe(draw(st.sampled_from(VOCAB["user"]))),
+                    "properties": {"org_id": maybe(draw(st.sampled_from(ORGS)))}},
+        "action": {"name": maybe(draw(st.sampled_from(VOCAB["action"])))},
+        "resource": {"type": maybe(draw(st.sampled_from(["invoices", "estimates", "bananas"]))),
+                     "id": maybe("r-1"),
+                     "properties": {k: maybe(v) for k, v in draw(st.lists(st.sampled_from([
+                         ("total", 100), ("approval_level", 1), ("status", "draft"),
+                         ("owner", "u-sam"), ("product", "books")]), max_size=3))}},
+    }
+    if draw(st.booleans()):
+        body["context"] = {"channel": maybe("crm"),
+                           "min_revision": draw(st.sampled_from([0, 0, 1, -1, "1", "١", 2**64]))}
+    if draw(st.integers(0, 3)) == 0:
+        body["evaluations"] = [{"action": {"name": maybe("view")}} for _ in range(draw(
+            st.integers(0, 3)))]
+    if draw(st.integers(0, 3)) == 0:
+        body["page"] = {"token": draw(NUMERIC_TEXT), "limit": draw(JSON_VALUES)}
+    if draw(st.integers(0, 9)) == 0:
+        body[draw(HOSTILE)] = draw(JSON_VALUES)
+    return body
+
+
+HTTP_ALLOWED = {200, 400, 401, 403, 404, 413}
+
+
+def _http_call(base: str, path: str, body: bytes, token: str | None) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(base + path, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            return resp.status, ""
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")[:300]
+
+
+def _http_assert(path: str, status: int, details: str) -> None:
+    stats = _STATS.setdefault(f"http {path.rsplit('/', 1)[-1]}", {})
+    stats[str(status)] = stats.get(str(status), 0) + 1
+    assert status in HTTP_ALLOWED, f"{path}: HTTP {status}: {details}"
+
+
+def test_fuzz_authzen_http(fuzz_server: tuple[ServerProc, dict[str, str]]) -> None:
+    import json
+
+    _server, tokens = fuzz_server
+
+    @settings(max_examples=EXAMPLES * 4, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(body=authzen_bodies(), path=st.sampled_from(HTTP_PATHS), cred=CREDS)
+    def run(body: dict[str, Any], path: str, cred: str) -> None:
+        token = {"none": None, "wrong": "wrong-token"}.get(cred, tokens.get(cred))
+        payload = json.dumps(body).encode()
+        _http_assert(path, *_http_call(tokens["http"], path, payload, token))
+
+    run()
+
+
+def test_fuzz_authzen_http_raw_bytes(fuzz_server: tuple[ServerProc, dict[str, str]]) -> None:
+    _server, tokens = fuzz_server
+
+    @settings(max_examples=max(EXAMPLES // 2, 5), deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(payload=st.binary(min_size=0, max_size=200), path=st.sampled_from(HTTP_PATHS))
+    def run(payload: bytes, path: str) -> None:
+        _http_assert(path, *_http_call(tokens["http"], path, payload, tokens["admin"]))
 
     run()
