@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from authz.engine.engine import Engine, PolicySet
 from authz.v1 import authz_pb2, authz_pb2_grpc
 
-from . import extauthz
+from . import extauthz, reflection
 from .audit_rpc import AuditRpc, open_audit
 from .config import Config
 from .logs import event, setup_logging
@@ -81,9 +80,7 @@ class Server:
         service = AuthzService(self._executor, cfg.max_batch, inline=cfg.decide_inline)
         authz_pb2_grpc.add_AuthzServiceServicer_to_server(service, self._grpc)
         extauthz.add_to_server(self._grpc, service, self._executor)  # Envoy ext_authz
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, extauthz.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
-            self._grpc)
+        reflection.enable(self._grpc, (SERVICE_NAME, extauthz.SERVICE_NAME, health.SERVICE_NAME))
         self.port = self.ops.bind(self._grpc)
         # Listen first so health probes get NOT_SERVING (not "connection refused")
         # while policies and the store load.

@@ -58,8 +58,43 @@ def test_node_check_deny(node_example: str, server: ServerProc) -> None:
     assert "discount" in answer["message"]
 
 
+def details(stderr: str) -> list[dict[str, object]]:
+    """The google.rpc details the example decoded from grpc-status-details-bin."""
+    line = next(x for x in stderr.splitlines() if x.startswith("details: "))
+    decoded: list[dict[str, object]] = json.loads(line.removeprefix("details: "))
+    return decoded
+
+
 def test_node_check_refused_request(node_example: str, server: ServerProc) -> None:
     done = run(node_example, server, "--user", "u-sam", "--action", "view",
                "--module", "bananas")
     assert done.returncode == 2
     assert "INVALID_ARGUMENT" in done.stderr and "bananas" in done.stderr
+    # BadRequest decoded with third_party/googleapis/google/rpc/error_details.proto.
+    assert "  field module: unknown module 'bananas'" in done.stderr.splitlines()
+    assert details(done.stderr) == [{"@type": "google.rpc.BadRequest", "field_violations": [
+        {"field": "module", "description": "unknown module 'bananas'"}]}]
+
+
+def test_node_reads_nested_field_names(node_example: str, server: ServerProc) -> None:
+    done = run(node_example, server, "--user", "u-sam", "--action", "edit",
+               "--module", "invoices", "--write-field", "not a field")
+    assert done.returncode == 2
+    [bad] = details(done.stderr)
+    assert bad["@type"] == "google.rpc.BadRequest"
+    assert [v["field"] for v in bad["field_violations"]] == ["write_fields"]  # type: ignore[attr-defined]
+
+
+def test_node_attribute_error_info(node_example: str, server: ServerProc) -> None:
+    """Attribute refuses a disabled CRM user with google.rpc.ErrorInfo (reason, domain)."""
+    done = run(node_example, server, "--user", "u-olga", "--action", "view",
+               "--module", "invoices", "--attribute")
+    assert done.returncode == 1, done.stderr
+    assert "PERMISSION_DENIED" in done.stderr
+    assert "  reason CRM_USER_DISABLED (authz.v1)" in done.stderr.splitlines()
+    assert details(done.stderr) == [{"@type": "google.rpc.ErrorInfo",
+                                     "reason": "CRM_USER_DISABLED", "domain": "authz.v1"}]
+    done = run(node_example, server, "--user", "u-ivy", "--action", "view",
+               "--module", "invoices", "--attribute")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["identity"]["integration_user_id"] == "iu-ivy"
