@@ -12,6 +12,7 @@ from authz.decision import Identity, IdentityKind, Mode
 from authz.directory import DirectorySnapshot
 from authz.engine.identity import resolve
 from authz.engine.index import OrgIndex
+from authz.engine.mode import legacy_reason
 from authz.errors import InvalidArgument, PermissionDenied
 
 
@@ -81,14 +82,15 @@ def attribute(org: OrgIndex, snap: DirectorySnapshot, op: Operation,
     if not op.user.strip():
         raise InvalidArgument("user", "required: a CRM user id or e-mail address")
     attribution_id = uuid.uuid4().hex
-    if org.effective_mode != "unified":
+    why = legacy_reason(org, snap)
+    if why is not None:
         owner = snap.crm_user(org.integration_owner)
         identity = Identity(kind=IdentityKind.INTEGRATION_OWNER,
                             crm_user_id=org.integration_owner,
                             email=owner.email if owner else "",
                             display_name=owner.name if owner else org.integration_owner)
         return Attribution(Mode.LEGACY, identity, org.integration_owner, identity.display_name,
-                           identity.email, f"legacy mode ({org.mode_reason}): acting as the "
+                           identity.email, f"legacy mode ({why}): acting as the "
                            "integration owner", attribution_id, org.revision, snap.revision)
     resolved = resolve(org, snap, op.user)
     if resolved.reason is not None or resolved.crm is None:

@@ -7,6 +7,7 @@ directory it saw and a caller can ask for read-your-writes.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -55,6 +56,47 @@ class IntegrationUser:
     integration_user_id: str
 
 
+WINDOW_MONTHS = 3
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    """The same day `months` later (the month's last day when it has no such day)."""
+    month = day.month - 1 + months
+    year, month = day.year + month // 12, month % 12 + 1
+    for d in (day.day, 30, 29, 28):
+        try:
+            return dt.date(year, month, d)
+        except ValueError:
+            continue
+    raise ValueError(day)
+
+
+@dataclass(frozen=True, slots=True)
+class OrgMode:
+    """Where an organization is in its move to the unified mode (DOMAIN.md §6), as the
+    server recorded it in the store. Until it is unified it keeps the legacy behaviour:
+    nobody is locked out during the window."""
+
+    window_start: dt.date | None = None  # the day the phased release reached it
+    unified_by: str = ""  # saved, window_ended, signup, import; "": not unified yet
+
+    @property
+    def unified(self) -> bool:
+        return bool(self.unified_by)
+
+    @property
+    def deadline(self) -> dt.date | None:
+        """The end of the three-month window (None: it has not started)."""
+        return add_months(self.window_start, WINDOW_MONTHS) if self.window_start else None
+
+    def legacy_reason(self) -> str:
+        """Why an organization the release reached is still legacy."""
+        if self.window_start is None:
+            return "the migration window has not started: the server has not recorded the release"
+        return (f"migration window open until {self.deadline}: the organization has not saved "
+                "its migration")
+
+
 @dataclass(frozen=True, slots=True)
 class DirectorySnapshot:
     """An organization's directory at one store revision, indexed for lookups."""
@@ -65,6 +107,9 @@ class DirectorySnapshot:
     crm_by_email: dict[str, CrmUser] = field(default_factory=dict)  # by email_key
     finance_by_email: dict[str, dict[str, FinanceUser]] = field(default_factory=dict)
     integration_users: dict[str, IntegrationUser] = field(default_factory=dict)  # by CRM id
+    # The organization's migration state from the store; None for a directory held in
+    # memory (policy test suites, benchmarks), which decides as unified.
+    mode: OrgMode | None = None
     # Identities resolved against this snapshot, by the user key a request named (filled
     # by authz.engine.identity): a snapshot is immutable, so an entry stays right for its
     # lifetime and dies with it; resolving is a third of a decision otherwise.
@@ -78,6 +123,7 @@ class DirectorySnapshot:
         crm_users: Iterable[CrmUser] = (),
         finance_users: Iterable[FinanceUser] = (),
         integration_users: Iterable[IntegrationUser] = (),
+        mode: OrgMode | None = None,
     ) -> DirectorySnapshot:
         """Index plain lists of users."""
         crm = {u.id: u for u in crm_users}
@@ -86,7 +132,7 @@ class DirectorySnapshot:
         for f in finance_users:
             finance.setdefault(email_key(f.email), {})[f.product] = f
         integ = {i.crm_user_id: i for i in integration_users}
-        return cls(org_id, revision, crm, by_email, finance, integ)
+        return cls(org_id, revision, crm, by_email, finance, integ, mode)
 
     def crm_user(self, key: str) -> CrmUser | None:
         """Find a CRM user by id or by e-mail."""

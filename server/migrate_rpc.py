@@ -2,11 +2,16 @@
 
 The runtime owns what runs beside the RPCs: jobs (a small thread pool of their own, so a
 1,000-user job never takes a decision thread), unfinished jobs resumed at start, the
+recording the day the phased release reaches each organization (its window starts), the
 automatic migration on schedule, permission-set notices and outbox delivery. Settings
 come from the environment: AUTHZ_MIGRATION_BATCH (users per transaction, default 200),
-AUTHZ_MIGRATION_PAUSE (seconds between batches, default 0), AUTHZ_MIGRATION_AUTO_INTERVAL
-(seconds between automatic runs, default 3600; 0 disables), AUTHZ_OUTBOX_INTERVAL (default
-2), AUTHZ_SMTP_HOST/PORT/FROM (no host: notices wait in the outbox).
+AUTHZ_MIGRATION_PAUSE (seconds between batches, default 0), AUTHZ_RELEASE_INTERVAL
+(seconds between looks for organizations the release reached, default 60),
+AUTHZ_MIGRATION_AUTO_INTERVAL (seconds between automatic migrations, default 3600; 0
+disables them), AUTHZ_NOTICE_INTERVAL (seconds between looks for integration users to
+tell about a new permission set, default 3600; 0 disables: a setting of its own, not tied
+to the automatic migration), AUTHZ_OUTBOX_INTERVAL (default 2), AUTHZ_SMTP_HOST/PORT/FROM
+(no host: notices wait in the outbox).
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ class MigrationRuntime:
         self.batch = int(_env("AUTHZ_MIGRATION_BATCH", 200))
         self.pause = _env("AUTHZ_MIGRATION_PAUSE", 0)
         self.auto_interval = _env("AUTHZ_MIGRATION_AUTO_INTERVAL", 3600)
+        self.notice_interval = _env("AUTHZ_NOTICE_INTERVAL", 3600)
+        self.release_interval = max(_env("AUTHZ_RELEASE_INTERVAL", 60), 0.1)
         self.outbox_interval = _env("AUTHZ_OUTBOX_INTERVAL", 2)
         smtp = SmtpConfig.from_env()
         self.sender = SmtpSender(smtp) if smtp else None
@@ -69,8 +76,11 @@ class MigrationRuntime:
             event(log, logging.INFO, "migration_resumed", org_id=org_id, job_id=job_id)
             self.submit(org_id, job_id)
         loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._every(self.release_interval, self.releases)))
         if self.auto_interval > 0:
             self._tasks.append(loop.create_task(self._every(self.auto_interval, self.scheduled)))
+        if self.notice_interval > 0:
+            self._tasks.append(loop.create_task(self._every(self.notice_interval, self.notices)))
         if self.sender is not None:
             self._tasks.append(loop.create_task(self._every(self.outbox_interval, self.deliver)))
 
@@ -96,14 +106,29 @@ class MigrationRuntime:
                 event(log, logging.ERROR, "migration_schedule_failed", error=str(exc), exc_info=True)
             await asyncio.sleep(seconds)
 
-    def scheduled(self) -> None:
-        """Tell integration users about a new permission set; migrate orgs past the deadline."""
+    def releases(self) -> None:
+        """Record the day the phased release reached each organization (once): its
+        three-month window starts then, not on a date typed into a file (DOMAIN §6)."""
         for org_id in self.policies.org_ids():
-            version = self.ms.settings(org_id).permission_set_version
+            if self.ms.settings(org_id).released and self.ms.mode(org_id).window_start is None:
+                mode = self.ms.record_release(org_id)
+                event(log, logging.INFO, "release_reached", org_id=org_id,
+                      window_start=str(mode.window_start), window_ends=str(mode.deadline))
+
+    def notices(self) -> None:
+        """Tell integration users about a new permission set, once, where it is live."""
+        for org_id in self.policies.org_ids():
+            settings = self.ms.settings(org_id)
+            if not settings.released or not self.ms.mode(org_id).unified:
+                continue  # nobody is told before the change is live for them
+            version = settings.permission_set_version
             told = notify_permission_set(self.ms.engine, org_id, version)
             if told:
                 event(log, logging.INFO, "permission_set_notices", org_id=org_id, version=version,
                       users=told)
+
+    def scheduled(self) -> None:
+        """Migrate organizations past the end of their window."""
         for r in auto_migrate(self.ms, self.policies.org_ids()):
             if r.job is not None and r.job.state != "done":
                 self.submit(r.org_id, r.job.job_id)
@@ -160,11 +185,16 @@ def job_message(job: Job, summary_only: bool = False) -> pb.MigrationJob:
 
 
 def preview_message(p: plan.Preview) -> pb.MigrateResponse:
+    deadline = p.mode.deadline if p.released else None
     out = pb.MigrateResponse(slots_left=p.slots_left, quota=p.quota, directory_revision=p.directory_revision,
-                             message=f"{len(p.common)} common users, {len(p.candidates)} candidates, "
-                                     f"{p.slots_left} of {p.quota} slots left")
+                             message=f"{p.status_line()}: {len(p.common)} common users, "
+                                     f"{len(p.candidates)} candidates, "
+                                     f"{p.slots_left} of {p.quota} slots left",
+                             mode=pb.MODE_UNIFIED if p.released and p.mode.unified else pb.MODE_LEGACY,
+                             window_ends=deadline.isoformat() if deadline else "")
     for c in p.common:
-        out.common_users.add(crm_user_id=c.crm_user_id, email=c.email, roles=list(c.roles))
+        out.common_users.add(crm_user_id=c.crm_user_id, email=c.email, roles=list(c.roles),
+                             name=c.name, books_user_id=c.books_user_id, books_status=c.books_status)
     for d in p.candidates:
         out.integration_candidates.add(crm_user_id=d.crm_user_id, email=d.email, name=d.name, usage=d.usage)
     for e in p.excluded:

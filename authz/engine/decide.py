@@ -32,6 +32,7 @@ from authz.decision import (
 from authz.directory import CrmUser, DirectorySnapshot
 from authz.engine.identity import resolve_cached
 from authz.engine.index import FlowInfo, OrgIndex
+from authz.engine.mode import legacy_reason
 from authz.errors import InvalidArgument
 from authz.policy.compiler import INTEGRATION_ROLE
 
@@ -159,11 +160,11 @@ class _Ctx:
         return self.done(False, reason, message, **extra)
 
 
-def _legacy(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot) -> Decision:
+def _legacy(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot, why: str) -> Decision:
     return Decision(
         allowed=True,
         reason=Reason.LEGACY_MODE,
-        message=f"legacy mode ({org.mode_reason}): the CRM acts as the integration owner",
+        message=f"legacy mode ({why}): the CRM acts as the integration owner",
         mode=Mode.LEGACY,
         identity=Identity(kind=IdentityKind.INTEGRATION_OWNER, crm_user_id=org.integration_owner),
         org_id=org.org_id,
@@ -184,8 +185,8 @@ def decide_valid(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot,
                  view: PolicyView | None = None) -> Decision:
     """`decide` for a request `validate` has accepted already (the engine validates
     before it looks the organization up, and a request is validated once)."""
-    if org.effective_mode != "unified":
-        return _legacy(req, org, snap)
+    if org.effective_mode != "unified" or (snap.mode is not None and not snap.mode.unified):
+        return _legacy(req, org, snap, legacy_reason(org, snap) or org.mode_reason)
     v: PolicyView = view if view is not None else org
     ctx = _Ctx(req, org, snap)
     module, action = req.module, req.action

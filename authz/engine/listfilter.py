@@ -27,6 +27,7 @@ from authz.directory import DirectorySnapshot
 from authz.engine.decide import PolicyView
 from authz.engine.identity import resolve
 from authz.engine.index import FlowInfo, ModuleApprovalInfo, OrgIndex
+from authz.engine.mode import legacy_reason
 from authz.errors import InvalidArgument
 
 Filter = dict[str, Any]
@@ -99,7 +100,7 @@ def record_filter(org: OrgIndex, snap: DirectorySnapshot, user: str, module: str
         raise InvalidArgument("module", f"unknown module '{module}'")
     if action not in catalog.actions_for(module):
         raise InvalidArgument("action", f"unknown action '{action}' on {module}")
-    if org.effective_mode != "unified":
+    if legacy_reason(org, snap) is not None:
         return TRUE
     v: PolicyView = view if view is not None else org
     resolved = resolve(org, snap, user)

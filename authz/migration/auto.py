@@ -1,10 +1,12 @@
 """After the window: automatic migration by finance usage, and sign-ups in unified mode.
 
-Existing organizations have three months from `unified_since` to migrate (DOMAIN §6).
-After the deadline, candidates are added by how much they used the finance modules, most
-active first, within the slots left. Each run is an ordinary job with the request key
-`auto:<date>`, so running it twice a day (scheduler, CLI, several replicas) starts it once.
-Organizations that signed up in unified mode have no window and are never auto-migrated.
+Existing organizations have three months from the day the phased release reached them
+(which the server records in the store, authz.store.orgmode) to migrate (DOMAIN §6).
+Until then they stay legacy. After the deadline, candidates are added by how much they used
+the finance modules, most active first, within the slots left, and the organization
+becomes unified. Each run is an ordinary job with the request key `auto:<date>`, so
+running it twice a day (scheduler, CLI, several replicas) starts it once. Organizations
+that saved their migration, or signed up in unified mode, have no window left.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from authz.directory import CrmUser
+from authz.directory import CrmUser, FinanceUser
 from authz.migration import plan
+from authz.store import orgmode
 from authz.store.migration import Job, MigrationStore, quota_in, read_snapshot
 from authz.store.migration_schema import org_signups
 from authz.store.store import Store
@@ -51,24 +54,30 @@ def auto_migrate(ms: MigrationStore, org_ids: Iterable[str], today: dt.date | No
         if org_id in new:
             out.append(AutoResult(org_id, None, skipped="signed up in unified mode: no window"))
             continue
-        if s.effective_mode != "unified" or s.unified_since is None:
+        if not s.released:
             out.append(AutoResult(org_id, None, skipped="unified mode not available yet"))
             continue
-        deadline = plan.deadline(s.unified_since)
-        if today < deadline:
-            out.append(AutoResult(org_id, deadline, skipped=f"window open until {deadline}"))
+        mode = ms.mode(org_id) if dry_run else ms.record_release(org_id, today)
+        if mode.unified:
+            out.append(AutoResult(org_id, mode.deadline,
+                                  skipped=f"already unified ({mode.unified_by})"))
+            continue
+        deadline = mode.deadline
+        if deadline is None or today < deadline:
+            out.append(AutoResult(org_id, deadline, skipped=f"window open until {deadline or '-'}"))
             continue
         usage = ms.usage(org_id)
         with ms.engine.connect() as conn, conn.begin():
             snap = read_snapshot(conn, org_id, ms.store._read_revision(conn, org_id))
             quota = quota_in(conn, org_id, s)
         chosen = plan.automatic_selection(snap, quota, usage)
-        if not chosen:
-            out.append(AutoResult(org_id, deadline, skipped="no candidate with finance usage, "
-                                  "or no slot left"))
-            continue
         if dry_run:
             out.append(AutoResult(org_id, deadline, tuple(chosen)))
+            continue
+        if not chosen:  # nobody to add, but the window has ended: unified all the same
+            ms.end_window(org_id)
+            out.append(AutoResult(org_id, deadline, skipped="window ended: no candidate with "
+                                  "finance usage, or no slot left; the organization is unified"))
             continue
         job = ms.apply(org_id, AUTO, chosen, f"auto:{today.isoformat()}", kind="auto")
         out.append(AutoResult(org_id, deadline, tuple(chosen), job))
@@ -76,18 +85,26 @@ def auto_migrate(ms: MigrationStore, org_ids: Iterable[str], today: dt.date | No
 
 
 def sign_up(ms: MigrationStore, org_id: str, admin: CrmUser, users: Sequence[CrmUser] = (),
-            integration_user_ids: Sequence[str] = ()) -> Job | None:
+            integration_user_ids: Sequence[str] = (),
+            finance_users: Sequence[FinanceUser] = ()) -> Job | None:
     """Set up a new organization in unified mode: its directory, no migration window, and
-    integration users available at once (those named become integration users now)."""
+    integration users available at once (those named become integration users now).
+    Refused (FailedPrecondition) where the phased release has not arrived: nobody may be
+    told they are live before they are."""
+    ms.require_released(org_id)
     if not admin.is_admin:
         admin = CrmUser(admin.id, admin.email, admin.name, admin.status, True)
-    ms.store.import_directory(org_id, [admin, *users], [], source="signup")
+    ms.store.import_directory(org_id, [admin, *users], finance_users, source="signup")
+    now = dt.datetime.now(dt.UTC)
     with ms.write() as conn, conn.begin():
-        Store.lock_revision(conn, org_id)
+        rev = Store.lock_revision(conn, org_id)
         s = org_signups
         if conn.execute(sa.select(s.c.org_id).where(s.c.org_id == org_id)).first() is None:
-            conn.execute(s.insert().values(org_id=org_id, signed_up_at=dt.datetime.now(dt.UTC),
+            conn.execute(s.insert().values(org_id=org_id, signed_up_at=now,
                                            admin_crm_user_id=admin.id))
+        if orgmode.mark_unified(conn, org_id, orgmode.SIGNUP, now):
+            Store.bump_revision(conn, org_id, rev, now, "signup")
+    ms.store.invalidate(org_id)
     if not integration_user_ids:
         return None
     from authz.store.jobs import run_job

@@ -100,11 +100,12 @@ def _guard(fn: Any) -> Any:
 @_guard
 def cmd_preview(args: argparse.Namespace) -> int:
     p = _open(args).preview(args.org, args.caller)
-    print(f"{args.org} at directory revision {p.directory_revision}: "
+    print(f"{args.org} at directory revision {p.directory_revision}: {p.status_line()}; "
           f"{p.slots_left} of {p.quota} integration-user slots left")
     print(f"common users ({len(p.common)}), keep their finance roles:")
     for c in p.common:
-        print(f"  {c.crm_user_id} <{c.email}> {', '.join(c.roles) or '-'}")
+        books = f" Books {c.books_user_id} ({c.books_status})" if c.books_user_id else ""
+        print(f"  {c.crm_user_id} <{c.email}> {c.name}{books} {', '.join(c.roles) or '-'}")
     print(f"candidates ({len(p.candidates)}), most active first:")
     for d in p.candidates:
         print(f"  {d.crm_user_id} <{d.email}> usage {d.usage}")

@@ -6,15 +6,14 @@ so the quota and eligibility are checked against what is committed, not a stale 
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from authz.directory import CrmUser, DirectorySnapshot
+from authz.directory import CrmUser, DirectorySnapshot, OrgMode
 
 DEFAULT_QUOTA = 1000
-WINDOW_MONTHS = 3
+NOT_STARTED = OrgMode()  # no window recorded yet, not unified
 
 
 class Ineligible(StrEnum):
@@ -40,11 +39,15 @@ MESSAGES = {
 
 @dataclass(frozen=True, slots=True)
 class CommonUser:
-    """A CRM user matched to finance users: keeps their own roles."""
+    """A CRM user matched to finance users (active or not): keeps their own roles, and
+    is never an integration-user candidate."""
 
     crm_user_id: str
     email: str
-    roles: tuple[str, ...]  # e.g. ("books:staff", "subscriptions:admin")
+    roles: tuple[str, ...]  # active accounts' roles, e.g. ("books:staff", "subscriptions:admin")
+    name: str = ""  # the Books user's name (the finance user's, when not in Books)
+    books_user_id: str = ""
+    books_status: str = ""  # active or inactive in Books; "" when not a Books user
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +79,23 @@ class Preview:
     excluded: tuple[Excluded, ...]
     integration_users: int
     quota: int
+    mode: OrgMode = NOT_STARTED
+    released: bool = True  # whether the phased release has reached the organization
+    mode_reason: str = ""  # why it has not, when it has not
 
     @property
     def slots_left(self) -> int:
         return max(0, self.quota - self.integration_users)
+
+    def status_line(self) -> str:
+        """Where the organization stands, for the screen and the CLI."""
+        if not self.released:
+            return f"cannot migrate yet: {self.mode_reason or 'the release has not reached it'}"
+        if self.mode.unified:
+            return f"unified ({self.mode.unified_by})"
+        if self.mode.deadline is not None:
+            return f"legacy until saved; window open until {self.mode.deadline}"
+        return "legacy until saved"
 
 
 def eligibility(snap: DirectorySnapshot, user: CrmUser | None) -> Ineligible | None:
@@ -100,9 +116,21 @@ def eligibility(snap: DirectorySnapshot, user: CrmUser | None) -> Ineligible | N
     return None
 
 
+def _common(user: CrmUser, snap: DirectorySnapshot) -> CommonUser:
+    finance = snap.finance_users(user)
+    books = finance.get("books")
+    first = books or next(iter(finance.values()))
+    return CommonUser(user.id, user.email, tuple(
+        f"{p}:{f.role_id}" for p, f in sorted(finance.items()) if f.status == "active"),
+        first.name, books.user_id if books else "", books.status if books else "")
+
+
 def preview(snap: DirectorySnapshot, quota: int = DEFAULT_QUOTA,
-            usage: Mapping[str, int] | None = None) -> Preview:
-    """What the "Migrate users" screen shows."""
+            usage: Mapping[str, int] | None = None, *, mode: OrgMode = NOT_STARTED,
+            released: bool = True, mode_reason: str = "") -> Preview:
+    """What the "Migrate users" screen shows: every CRM user matched to a finance user
+    (inactive ones too) as common, the CRM-only users who could become integration users,
+    and where the organization stands."""
     usage = usage or {}
     common: list[CommonUser] = []
     candidates: list[Candidate] = []
@@ -112,14 +140,12 @@ def preview(snap: DirectorySnapshot, quota: int = DEFAULT_QUOTA,
         if reason is None:
             candidates.append(Candidate(user.id, user.email, user.name, usage.get(user.id, 0)))
             continue
-        if reason == Ineligible.ALREADY_FINANCE_USER:
-            finance = snap.finance_users(user)
-            common.append(CommonUser(user.id, user.email, tuple(
-                f"{p}:{f.role_id}" for p, f in sorted(finance.items()) if f.status == "active")))
+        if reason in (Ineligible.ALREADY_FINANCE_USER, Ineligible.INACTIVE_IN_BOOKS):
+            common.append(_common(user, snap))
         excluded.append(Excluded(user.id, reason))
     candidates.sort(key=lambda c: (-c.usage, c.crm_user_id))
     return Preview(snap.org_id, snap.revision, tuple(common), tuple(candidates), tuple(excluded),
-                   len(snap.integration_users), quota)
+                   len(snap.integration_users), quota, mode, released, mode_reason)
 
 
 def automatic_selection(snap: DirectorySnapshot, quota: int, usage: Mapping[str, int],
@@ -140,20 +166,3 @@ def check_selection(user_ids: Iterable[str]) -> list[str]:
             dups.append(uid)
         seen.add(uid)
     return dups
-
-
-def add_months(day: dt.date, months: int) -> dt.date:
-    month = day.month - 1 + months
-    year = day.year + month // 12
-    month = month % 12 + 1
-    for d in (day.day, 30, 29, 28):
-        try:
-            return dt.date(year, month, d)
-        except ValueError:
-            continue
-    raise ValueError(day)
-
-
-def deadline(unified_since: dt.date) -> dt.date:
-    """Existing organizations have three months to migrate."""
-    return add_months(unified_since, WINDOW_MONTHS)

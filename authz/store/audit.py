@@ -265,11 +265,11 @@ class AuditStore:
         return n
 
     def usage(self, org_id: str, since: dt.datetime) -> dict[tuple[str, str], int]:
-        """Checks per (CRM user, module) since `since`.
-
-        Every Check counts, allowed or not: a not-migrated user denied in unified mode, or
-        one acting through the owner in legacy mode, is exactly who the automatic migration
-        is looking for.
+        """Allowed finance operations per (CRM user, module) since `since`: what the
+        automatic migration ranks users by (DOMAIN §6: operations they actually performed
+        on the finance modules). A denied Check is no operation, and settings is no
+        finance module; during the window the organization is legacy, so the operations
+        its users take through the integration owner are allowed, and counted.
         """
         with self.engine.connect() as conn:
             return _usage(conn, org_id, since)
@@ -352,13 +352,15 @@ def _head(row: Any) -> Head:
 
 def _usage(conn: Connection, org_id: str, since: dt.datetime) -> dict[tuple[str, str], int]:
     stmt = (sa.select(E.c.crm_user, E.c.module, sa.func.count())
-            .where(E.c.org_id == org_id, E.c.kind == "check", E.c.at >= stamp(since))
+            .where(E.c.org_id == org_id, E.c.kind == "check", E.c.at >= stamp(since),
+                   E.c.allowed.is_(True), E.c.module != "settings")
             .group_by(E.c.crm_user, E.c.module))
     return {(u, m): int(c) for u, m, c in conn.execute(stmt)}
 
 
 def usage_by_user(db: Engine | Connection, org_id: str, since: dt.datetime) -> dict[str, int]:
-    """Checks per CRM user in the trail since `since`, for the automatic migration (§6).
+    """Allowed finance operations per CRM user in the trail since `since` (see
+    `AuditStore.usage`), for the automatic migration (§6).
 
     Takes an engine, or a connection so that a migration job can read usage inside its
     own transaction.

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from authz.directory import CrmUser, DirectorySnapshot
-from authz.errors import InvalidArgument, NotFound, PermissionDenied
+from authz.directory import CrmUser, DirectorySnapshot, OrgMode
+from authz.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from authz.migration import plan
-from authz.store import rows
+from authz.store import orgmode, rows
 from authz.store.connect import WRITE
 from authz.store.migration_schema import (
     integration_quotas,
@@ -42,12 +42,19 @@ REASON_MESSAGES = {**{r.value: m for r, m in plan.MESSAGES.items()},
 
 @dataclass(frozen=True, slots=True)
 class OrgSettings:
-    """What the organization's compiled policy says about migration."""
+    """What the organization's compiled policy says about migration. The window start is
+    not here: the server records the day the release reached the organization in the
+    store (authz.store.orgmode); a date typed in organization.yaml is not read."""
 
     quota: int = plan.DEFAULT_QUOTA
-    unified_since: dt.date | None = None
     permission_set_version: int = 1
-    effective_mode: str = "unified"
+    effective_mode: str = "unified"  # "legacy": the phased release has not reached it
+    mode_reason: str = ""
+
+    @property
+    def released(self) -> bool:
+        """Whether the phased release of the unified mode has reached the organization."""
+        return self.effective_mode == "unified"
 
 
 SettingsSource = Callable[[str], OrgSettings]
@@ -55,13 +62,12 @@ SettingsSource = Callable[[str], OrgSettings]
 
 def settings_from_manifest(manifest: Mapping[str, object]) -> OrgSettings:
     """OrgSettings from a compiled organization manifest (authz.engine OrgIndex.manifest)."""
-    since = manifest.get("unified_since")
     iu_set = manifest.get("integration_user_set")
     version = iu_set.get("version", 1) if isinstance(iu_set, dict) else 1
     quota = manifest.get("integration_user_quota", plan.DEFAULT_QUOTA)
     return OrgSettings(int(quota) if isinstance(quota, int) else plan.DEFAULT_QUOTA,
-                       dt.date.fromisoformat(since) if isinstance(since, str) and since else None,
-                       int(version), str(manifest.get("effective_mode", "unified")))
+                       int(version), str(manifest.get("effective_mode", "unified")),
+                       str(manifest.get("mode_reason", "")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +136,8 @@ def read_snapshot(conn: Connection, org_id: str, revision: int) -> DirectorySnap
         org_id, revision,
         (rows.CRM.from_row(k, v) for k, v in rows.CRM.read(conn, org_id).items()),
         (rows.FINANCE.from_row(k, v) for k, v in rows.FINANCE.read(conn, org_id).items()),
-        (rows.INTEGRATION.from_row(k, v) for k, v in rows.INTEGRATION.read(conn, org_id).items()))
+        (rows.INTEGRATION.from_row(k, v) for k, v in rows.INTEGRATION.read(conn, org_id).items()),
+        orgmode.read_mode(conn, org_id))
 
 
 def quota_in(conn: Connection, org_id: str, settings: OrgSettings) -> int:
@@ -165,18 +172,66 @@ class MigrationStore:
         conn.execution_options(**{WRITE: True})
         return conn
 
+    # -- the organization's mode -------------------------------------------------------
+
+    def mode(self, org_id: str) -> OrgMode:
+        """The organization's migration state as committed."""
+        with self.engine.connect() as conn:
+            return orgmode.read_mode(conn, org_id)
+
+    def record_release(self, org_id: str, today: dt.date | None = None) -> OrgMode:
+        """If the phased release has reached the organization (its compiled policy says so),
+        record the day, once: that starts its three-month window (DOMAIN §6). The server
+        calls this on a schedule and before every migration; returns the state."""
+        if not self.settings(org_id).released:
+            return self.mode(org_id)
+        day = today or _now().date()
+        with self.write() as conn, conn.begin():
+            rev = Store.lock_revision(conn, org_id)
+            if orgmode.record_release(conn, org_id, day):
+                Store.bump_revision(conn, org_id, rev, _now(), "release")
+            mode = orgmode.read_mode(conn, org_id)
+        self.store.invalidate(org_id)
+        return mode
+
+    def end_window(self, org_id: str) -> bool:
+        """The window ended with nobody to add: the organization becomes unified all the
+        same (DOMAIN §6). True when it changed."""
+        now = _now()
+        with self.write() as conn, conn.begin():
+            rev = Store.lock_revision(conn, org_id)
+            changed = orgmode.mark_unified(conn, org_id, orgmode.WINDOW_ENDED, now)
+            if changed:
+                Store.bump_revision(conn, org_id, rev, now, "migration:window_ended")
+        self.store.invalidate(org_id)
+        return changed
+
+    def require_released(self, org_id: str) -> OrgSettings:
+        """The organization's settings; FailedPrecondition, saying why, when the release
+        has not reached it: there is nothing to migrate to and nobody may be told they are
+        live."""
+        settings = self.settings(org_id)
+        if not settings.released:
+            raise FailedPrecondition(
+                f"organization '{org_id}' cannot migrate yet: "
+                f"{settings.mode_reason or 'the unified mode has not reached it'}; its "
+                "three-month window starts when the phased release reaches it")
+        return settings
+
     # -- preview -----------------------------------------------------------------------
 
     def preview(self, org_id: str, caller: str) -> plan.Preview:
         """What the "Migrate users" screen shows, from committed state."""
         settings = self.settings(org_id)  # unknown organizations fail here
+        mode = self.record_release(org_id) if settings.released else OrgMode()
         usage = self.usage(org_id)
         with self.engine.connect() as conn, conn.begin():
             rev = self.store._read_revision(conn, org_id)
             snap = read_snapshot(conn, org_id, rev)
             require_admin(snap, caller)
             quota = quota_in(conn, org_id, settings)
-        return plan.preview(snap, quota, usage)
+        return plan.preview(snap, quota, usage, mode=mode, released=settings.released,
+                            mode_reason=settings.mode_reason)
 
     # -- apply -------------------------------------------------------------------------
 
@@ -184,7 +239,7 @@ class MigrationStore:
               *, kind: str = "manual") -> Job:
         """Accept a migration as a whole (or refuse it with nothing written); returns the job,
         which is still pending: run it with authz.store.jobs.run_job."""
-        settings = self.settings(org_id)
+        settings = self.require_released(org_id)
         ids = list(crm_user_ids)
         if not request_key or len(request_key) > 128:
             raise InvalidArgument("request_key", "required, 1 to 128 characters")
@@ -207,6 +262,16 @@ class MigrationStore:
                 if kind == "manual":
                     require_admin(snap, caller)
                 job_id = self._create(conn, snap, settings, caller, ids, request_key, digest, kind)
+                # Saving the migration makes the organization unified (§6); an automatic
+                # run does the same when the window has ended.
+                now = _now()
+                orgmode.record_release(conn, org_id, now.date())
+                how = orgmode.SAVED if kind == "manual" else orgmode.WINDOW_ENDED
+                if orgmode.mark_unified(conn, org_id, how, now):
+                    rev = Store.bump_revision(conn, org_id, rev, now, f"migration:{how}")
+                    conn.execute(migration_jobs.update().where(migration_jobs.c.job_id == job_id)
+                                 .values(revision=rev))
+        self.store.invalidate(org_id)
         return self.job(org_id, job_id)
 
     @staticmethod

@@ -106,3 +106,17 @@ org_signups = sa.Table(
     sa.Column("signed_up_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("admin_crm_user_id", sa.String(128), nullable=False),
 )
+
+# Where an organization is in its move to the unified mode (DOMAIN.md §6), as the server
+# recorded it: the day the phased release reached it (its three-month window starts),
+# and when and how it became unified. No row: the release has not been seen yet.
+org_migration = sa.Table(
+    "org_migration",
+    metadata,
+    sa.Column("org_id", sa.String(128), sa.ForeignKey("organizations.org_id"), primary_key=True),
+    sa.Column("release_reached_on", sa.Date, nullable=True),
+    sa.Column("unified_at", sa.DateTime(timezone=True), nullable=True),
+    # saved (an admin's migration), window_ended (the automatic migration), signup (a new
+    # organization), import (a directory carrying integration users: migrated elsewhere).
+    sa.Column("unified_by", sa.String(16), nullable=True),
+)

@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from authz.budget import current as current_budget
-from authz.directory import CrmUser, DirectorySnapshot, FinanceUser, IntegrationUser
+from authz.directory import CrmUser, DirectorySnapshot, FinanceUser, IntegrationUser, OrgMode
 from authz.errors import FailedPrecondition, InvalidArgument
-from authz.store import migrations, rows, schema
+from authz.store import migrations, orgmode, rows, schema
 from authz.store.cache import Entry, SnapshotCache
 from authz.store.connect import DEFAULT_URL, WRITE, consistent_read, insert_ignore, make_engine
 
@@ -33,13 +33,14 @@ _ORG_ID_MAX = 128  # schema.organizations.c.org_id
 
 def _build(org_id: str, revision: int, crm: Mapping[rows.Key, rows.Values],
            finance: Mapping[rows.Key, rows.Values],
-           integration: Mapping[rows.Key, rows.Values]) -> DirectorySnapshot:
+           integration: Mapping[rows.Key, rows.Values], mode: OrgMode) -> DirectorySnapshot:
     """One builder for both the load and the write path, so their snapshots are identical."""
     return DirectorySnapshot.build(
         org_id, revision,
         (rows.CRM.from_row(k, v) for k, v in crm.items()),
         (rows.FINANCE.from_row(k, v) for k, v in finance.items()),
         (rows.INTEGRATION.from_row(k, v) for k, v in integration.items()),
+        mode,
     )
 
 
@@ -185,7 +186,7 @@ class Store:
             with conn.begin():
                 rev = self._read_revision(conn, org_id)
                 return _build(org_id, rev, rows.CRM.read(conn, org_id), rows.FINANCE.read(conn, org_id),
-                              rows.INTEGRATION.read(conn, org_id))
+                              rows.INTEGRATION.read(conn, org_id), orgmode.read_mode(conn, org_id))
 
     # -- writes ------------------------------------------------------------------------
 
@@ -227,7 +228,10 @@ class Store:
                 if integration_quota is not None and integ_d.inserts:
                     rows.check_quota(conn, org_id, integration_quota, integ_d.merged)
                 diffs = (crm_d, fin_d, integ_d)
-                if any(d.changed for d in diffs):
+                # Integration users exist only through a migration: a directory that
+                # carries them comes from an organization that has migrated (§6).
+                moved = bool(integ_in) and orgmode.mark_unified(conn, org_id, orgmode.IMPORT, now)
+                if moved or any(d.changed for d in diffs):
                     rows.apply(conn, rows.INTEGRATION, org_id, rows.Diff(deletes=integ_d.deletes))
                     integ_d.deletes = []
                     rows.apply(conn, rows.CRM, org_id, crm_d)
@@ -235,7 +239,8 @@ class Store:
                     rows.apply(conn, rows.INTEGRATION, org_id, integ_d,
                                {"created_at": now, "permission_set_version": permission_set_version})
                     rev = self._bump(conn, org_id, rev, now, source, diffs)
-                snap = _build(org_id, rev, crm_d.merged, fin_d.merged, integ_d.merged)
+                snap = _build(org_id, rev, crm_d.merged, fin_d.merged, integ_d.merged,
+                              orgmode.read_mode(conn, org_id))
         self._cache.put(snap)  # this Store reads its own write at once
         return rev
 

@@ -817,6 +817,7 @@ class AttributeRequest(_message.Message):
     MODULE_FIELD_NUMBER: _builtins.int
     RECORD_ID_FIELD_NUMBER: _builtins.int
     DECISION_ID_FIELD_NUMBER: _builtins.int
+    PRODUCT_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """The organization id."""
     user: _builtins.str
@@ -829,6 +830,14 @@ class AttributeRequest(_message.Message):
     """The record acted on."""
     decision_id: _builtins.str
     """The Check decision this action follows, if any (links the audit trail)."""
+    product: _builtins.str
+    """The product the operation is done in: "books" or "subscriptions". The user acts as
+    their identity in that product (a Subscriptions operation as their Subscriptions
+    user, never their Books user nor the integration owner). Empty: the one product that
+    has the module, or the one product the user has an account in among those that have
+    it; where that is still ambiguous (a user of both products, a module both have, e.g.
+    invoices) the request is refused with INVALID_ARGUMENT on product.
+    """
     def __init__(
         self,
         *,
@@ -838,10 +847,11 @@ class AttributeRequest(_message.Message):
         module: _builtins.str = ...,
         record_id: _builtins.str = ...,
         decision_id: _builtins.str = ...,
+        product: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "decision_id", b"decision_id", "module", b"module", "org_id", b"org_id", "record_id", b"record_id", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "decision_id", b"decision_id", "module", b"module", "org_id", b"org_id", "product", b"product", "record_id", b"record_id", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -865,6 +875,7 @@ class AttributeResponse(_message.Message):
     POLICY_REVISION_FIELD_NUMBER: _builtins.int
     DIRECTORY_REVISION_FIELD_NUMBER: _builtins.int
     DECISION_ID_FIELD_NUMBER: _builtins.int
+    PRODUCT_FIELD_NUMBER: _builtins.int
     display_name: _builtins.str
     """The name to record as creator."""
     send_from_email: _builtins.str
@@ -883,6 +894,8 @@ class AttributeResponse(_message.Message):
     """The directory revision the attribution saw."""
     decision_id: _builtins.str
     """The cited Check decision, echoed when one was given."""
+    product: _builtins.str
+    """The product the attribution was made for (recorded in the audit trail)."""
     @_builtins.property
     def identity(self) -> Global___Identity:
         """Who to act as."""
@@ -900,10 +913,11 @@ class AttributeResponse(_message.Message):
         policy_revision: _builtins.str = ...,
         directory_revision: _builtins.int = ...,
         decision_id: _builtins.str = ...,
+        product: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["act_as", b"act_as", "attribution_id", b"attribution_id", "decision_id", b"decision_id", "directory_revision", b"directory_revision", "display_name", b"display_name", "identity", b"identity", "mode", b"mode", "policy_revision", b"policy_revision", "send_from_email", b"send_from_email", "send_from_note", b"send_from_note"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["act_as", b"act_as", "attribution_id", b"attribution_id", "decision_id", b"decision_id", "directory_revision", b"directory_revision", "display_name", b"display_name", "identity", b"identity", "mode", b"mode", "policy_revision", b"policy_revision", "product", b"product", "send_from_email", b"send_from_email", "send_from_note", b"send_from_note"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -921,6 +935,7 @@ class MigrationCandidate(_message.Message):
     BOOKS_USER_ID_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     ROLES_FIELD_NUMBER: _builtins.int
+    BOOKS_STATUS_FIELD_NUMBER: _builtins.int
     crm_user_id: _builtins.str
     """The CRM user id."""
     email: _builtins.str
@@ -931,6 +946,10 @@ class MigrationCandidate(_message.Message):
     """The matching Books user id (common users only)."""
     usage: _builtins.int
     """Finance operations in the usage window (candidates only)."""
+    books_status: _builtins.str
+    """The matching Books user's status, active or inactive (common users only; an
+    inactive Books user is still a common user and never an integration user).
+    """
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The finance roles the user keeps, as product:role (common users only)."""
@@ -944,10 +963,11 @@ class MigrationCandidate(_message.Message):
         books_user_id: _builtins.str = ...,
         usage: _builtins.int = ...,
         roles: _abc.Iterable[_builtins.str] | None = ...,
+        books_status: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["books_user_id", b"books_user_id", "crm_user_id", b"crm_user_id", "email", b"email", "name", b"name", "roles", b"roles", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["books_status", b"books_status", "books_user_id", b"books_user_id", "crm_user_id", b"crm_user_id", "email", b"email", "name", b"name", "roles", b"roles", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1041,6 +1061,8 @@ class MigrateResponse(_message.Message):
     QUOTA_FIELD_NUMBER: _builtins.int
     DIRECTORY_REVISION_FIELD_NUMBER: _builtins.int
     JOB_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    WINDOW_ENDS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The background job (apply only)."""
     state: Global___MigrationState.ValueType
@@ -1053,6 +1075,14 @@ class MigrateResponse(_message.Message):
     """The organization's integration-user quota."""
     directory_revision: _builtins.int
     """Directory revision the preview was computed at."""
+    mode: Global___Mode.ValueType
+    """The organization's mode (preview): MODE_LEGACY until its migration is saved or its
+    window ends, MODE_UNIFIED afterwards.
+    """
+    window_ends: _builtins.str
+    """The last day of the three-month window (ISO 8601 date, preview): empty when the
+    phased release has not reached the organization yet.
+    """
     @_builtins.property
     def common_users(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationCandidate]:
         """CRM users matched to Books users."""
@@ -1082,10 +1112,12 @@ class MigrateResponse(_message.Message):
         quota: _builtins.int = ...,
         directory_revision: _builtins.int = ...,
         job: Global___MigrationJob | None = ...,
+        mode: Global___Mode.ValueType = ...,
+        window_ends: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["common_users", b"common_users", "directory_revision", b"directory_revision", "excluded", b"excluded", "integration_candidates", b"integration_candidates", "job", b"job", "job_id", b"job_id", "message", b"message", "quota", b"quota", "slots_left", b"slots_left", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["common_users", b"common_users", "directory_revision", b"directory_revision", "excluded", b"excluded", "integration_candidates", b"integration_candidates", "job", b"job", "job_id", b"job_id", "message", b"message", "mode", b"mode", "quota", b"quota", "slots_left", b"slots_left", "state", b"state", "window_ends", b"window_ends"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1461,6 +1493,7 @@ class ListFilterRequest(_message.Message):
     MIN_REVISION_FIELD_NUMBER: _builtins.int
     SQL_PLACEHOLDER_FIELD_NUMBER: _builtins.int
     SQL_COLUMNS_FIELD_NUMBER: _builtins.int
+    PRODUCT_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """The organization (tenant) id, e.g. "acme-eu"."""
     user: _builtins.str
@@ -1475,6 +1508,12 @@ class ListFilterRequest(_message.Message):
     """Decide on a directory at least this recent (as CheckRequest.min_revision)."""
     sql_placeholder: Global___SqlPlaceholder.ValueType
     """How sql_where marks parameters."""
+    product: _builtins.str
+    """"books" or "subscriptions": only that product's roles count, exactly as a Check
+    with the same product (a user with no Subscriptions role gets no Subscriptions
+    report). Empty: every connected product that has the module, as a Check with no
+    product.
+    """
     @_builtins.property
     def sql_columns(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Column names for sql_where when the caller's table names record attributes
@@ -1494,10 +1533,11 @@ class ListFilterRequest(_message.Message):
         min_revision: _builtins.int = ...,
         sql_placeholder: Global___SqlPlaceholder.ValueType = ...,
         sql_columns: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        product: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "channel", b"channel", "min_revision", b"min_revision", "module", b"module", "org_id", b"org_id", "sql_columns", b"sql_columns", "sql_placeholder", b"sql_placeholder", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "channel", b"channel", "min_revision", b"min_revision", "module", b"module", "org_id", b"org_id", "product", b"product", "sql_columns", b"sql_columns", "sql_placeholder", b"sql_placeholder", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1606,7 +1646,9 @@ class AuditEntry(_message.Message):
     crm_user: _builtins.str
     """The requesting CRM user's id."""
     acting_kind: _builtins.str
-    """The kind of identity acted as (finance_user, integration_user, ...)."""
+    """The kind of identity acted as (finance_user, integration_user, ...), followed by
+    ":" and the product acted in when there is one, e.g. "finance_user:subscriptions".
+    """
     acting_id: _builtins.str
     """The finance user, integration user or (legacy) owner acted as."""
     action: _builtins.str

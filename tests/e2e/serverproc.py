@@ -93,9 +93,10 @@ class ServerProc:
 
 
 def start_server(workdir: Path, db_url: str, *extra: str, port: int | None = None,
-                 wait: bool = True, http: bool = False) -> ServerProc:
+                 wait: bool = True, http: bool = False,
+                 env: dict[str, str] | None = None) -> ServerProc:
     """Start `authz serve` (the store must be seeded already); `http` turns the AuthZEN
-    HTTP API on, on a free port of its own."""
+    HTTP API on, on a free port of its own; `env` adds settings."""
     port = port or free_port()
     http_port = free_port() if http else 0
     if http:
@@ -105,7 +106,7 @@ def start_server(workdir: Path, db_url: str, *extra: str, port: int | None = Non
         proc = subprocess.Popen(
             [AUTHZ, "serve", "--db", db_url, "--listen", f"127.0.0.1:{port}",
              "--log-level", "DEBUG", *extra],
-            stdout=log, stderr=subprocess.STDOUT, env=server_env())
+            stdout=log, stderr=subprocess.STDOUT, env={**server_env(), **(env or {})})
     server = ServerProc(f"127.0.0.1:{port}", port, proc, log_path,
                         f"http://127.0.0.1:{http_port}" if http else "")
     if wait:

@@ -35,7 +35,8 @@ def test_directory_change_through_one_replica_is_seen_by_the_other(postgres_url:
     try:
         with AuthzClient(a.address, deadline=5) as ca, AuthzClient(b.address, deadline=5) as cb:
             before = cb.check("acme-eu", "u-sam", "view", "invoices")
-            assert before.reason == "user_unknown"  # nothing imported yet
+            # Nothing imported yet: an organization that has not migrated is legacy (§6).
+            assert before.reason == "legacy_mode"
             rev = ca.import_directory(_import_request(DIRECTORY))
             after = cb.check("acme-eu", "u-sam", "view", "invoices", min_revision=rev)
             assert after.allowed and after.directory_revision >= rev

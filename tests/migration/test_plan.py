@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from authz.directory import CrmUser, DirectorySnapshot
+from authz.directory import CrmUser, DirectorySnapshot, OrgMode
 from authz.directory_file import read
 from authz.migration.plan import (
     Ineligible,
     automatic_selection,
     check_selection,
-    deadline,
     eligibility,
     preview,
 )
@@ -63,5 +62,17 @@ def test_duplicates_in_one_request_are_named() -> None:
 
 
 def test_three_month_window() -> None:
-    assert deadline(dt.date(2025, 6, 1)) == dt.date(2025, 9, 1)
-    assert deadline(dt.date(2025, 11, 30)) == dt.date(2026, 2, 28)
+    assert OrgMode(dt.date(2025, 6, 1)).deadline == dt.date(2025, 9, 1)
+    assert OrgMode(dt.date(2025, 11, 30)).deadline == dt.date(2026, 2, 28)
+    assert OrgMode().deadline is None
+
+
+def test_every_matched_user_is_common_with_books_id_name_and_status() -> None:
+    p = preview(snap())
+    common = {c.crm_user_id: c for c in p.common}
+    ian = common["u-ian"]  # matched to an inactive Books user: common, never a candidate
+    assert (ian.books_user_id, ian.name, ian.books_status, ian.roles) == (
+        "b-ian", "Ian Fuchs", "inactive", ())
+    assert (common["u-sam"].books_user_id, common["u-sam"].books_status) == ("b-sam", "active")
+    assert common["u-bea"].books_user_id == "" and common["u-bea"].name == "Bea Sommer"
+    assert "u-ian" not in {c.crm_user_id for c in p.candidates}

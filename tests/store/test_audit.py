@@ -27,11 +27,12 @@ T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 
 
 def entry(i: int, org: str = "acme-eu", user: str = "u-sam", module: str = "invoices",
-          record: str = "", at: dt.datetime | None = None, kind: str = "check") -> AuditEntry:
+          record: str = "", at: dt.datetime | None = None, kind: str = "check",
+          allowed: bool = True) -> AuditEntry:
     return AuditEntry(org_id=org, seq=0, kind=kind, at=stamp(at or T0 + dt.timedelta(minutes=i)),
                       decision_id=f"d{org}{i}", crm_user=user, acting_kind="finance_user",
                       acting_id="b-sam", action="create", module=module, record_id=record,
-                      allowed=True, reason="granted", mode="unified", policy_revision="p1",
+                      allowed=allowed, reason="granted", mode="unified", policy_revision="p1",
                       directory_revision=3, caller="crm-web")
 
 
@@ -142,7 +143,9 @@ def test_usage_counts_checks_per_user_and_module(trail: AuditStore) -> None:
     trail.append([entry(1, user="u-ivy"), entry(2, user="u-ivy", module="estimates"),
                   entry(3, user="u-noah"), entry(4, user="u-ivy", kind="attribute"),
                   entry(5, user="u-ivy", at=T0 - dt.timedelta(days=200)),
-                  entry(6, user="u-ivy", org="globex-us")])
+                  entry(6, user="u-ivy", org="globex-us"),
+                  # Neither a denied Check nor settings is a finance operation (§6).
+                  entry(7, user="u-noah", allowed=False), entry(8, user="u-noah", module="settings")])
     since = T0 - dt.timedelta(days=90)
     assert trail.usage("acme-eu", since) == {("u-ivy", "invoices"): 1, ("u-ivy", "estimates"): 1,
                                              ("u-noah", "invoices"): 1}
