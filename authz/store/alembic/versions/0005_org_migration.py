@@ -1,7 +1,7 @@
 """Organization migration state: release arrival (window start) and when it became unified.
 
-Revision ID: 0004_org_migration
-Revises: 0003_audit
+Revision ID: 0005_org_migration
+Revises: 0004_assigned_customers
 Create Date: 2026-11-29
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_org_migration"
-down_revision: str | None = "0003_audit"
+revision: str = "0005_org_migration"
+down_revision: str | None = "0004_assigned_customers"
 branch_labels: str | None = None
 depends_on: str | None = None
 
