@@ -34,7 +34,7 @@ from authz.mail import SmtpConfig, SmtpSender, deliver_due
 from authz.migration import plan
 from authz.migration.auto import auto_migrate
 from authz.store import Store
-from authz.store.jobs import run_job
+from authz.store.jobretry import run_job_retrying
 from authz.store.migration import Job, MigrationStore, settings_from_manifest
 from authz.store.outbox import Outbox, notify_permission_set
 from authz.v1 import authz_pb2 as pb
@@ -88,14 +88,23 @@ class MigrationRuntime:
         self._jobs.submit(self._run, org_id, job_id)
 
     def _run(self, org_id: str, job_id: str) -> None:
+        """Run a job through transient store errors (retried with backoff); a persistent
+        error fails it, releasing its slots. Only a stopping server leaves it unfinished
+        (the next start resumes it)."""
+        def retry(exc: BaseException, failures: int, delay: float) -> None:
+            event(log, logging.WARNING, "migration_job_retry", org_id=org_id, job_id=job_id,
+                  failures=failures, delay=delay, error=f"{type(exc).__name__}: {exc}")
         try:
-            job = run_job(self.ms, org_id, job_id, batch_size=self.batch, pause=self.pause,
-                          stop=self._stop)
-            event(log, logging.INFO, "migration_job", org_id=org_id, job_id=job_id, state=job.state,
-                  done=job.done, rejected=job.rejected, revision=job.revision)
-        except Exception as exc:  # the job stays unfinished; the next start resumes it
+            job = run_job_retrying(self.ms, org_id, job_id, batch_size=self.batch, pause=self.pause,
+                                   stop=self._stop, on_retry=retry)
+        except Exception as exc:  # not a store error: a bug; logged, resumed at the next start
             event(log, logging.ERROR, "migration_job_failed", org_id=org_id, job_id=job_id,
                   error=str(exc), exc_info=True)
+            return
+        if job is not None:
+            event(log, logging.INFO, "migration_job", org_id=org_id, job_id=job_id,
+                  state="failed" if job.failed else job.state, done=job.done,
+                  rejected=job.rejected, revision=job.revision)
 
     async def _every(self, seconds: float, fn: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -172,7 +181,8 @@ def _ts(value: Any) -> Timestamp | None:
 
 
 def job_message(job: Job, summary_only: bool = False) -> pb.MigrationJob:
-    msg = pb.MigrationJob(job_id=job.job_id, org_id=job.org_id, state=_STATES[job.state], total=job.total,
+    state = pb.MIGRATION_STATE_FAILED if job.failed else _STATES[job.state]
+    msg = pb.MigrationJob(job_id=job.job_id, org_id=job.org_id, state=state, total=job.total,
                           done=job.done, rejected=job.rejected, directory_revision=job.revision,
                           kind=job.kind, request_key=job.request_key, created_at=_ts(job.created_at),
                           finished_at=_ts(job.finished_at))

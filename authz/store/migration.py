@@ -36,8 +36,11 @@ from authz.store.store import Store
 
 UsageSource = Callable[[str], Mapping[str, int]]
 OVER_QUOTA = "over_quota"
+JOB_FAILED = "job_failed"
 REASON_MESSAGES = {**{r.value: m for r, m in plan.MESSAGES.items()},
-                   OVER_QUOTA: "the organization's integration-user quota is used up"}
+                   OVER_QUOTA: "the organization's integration-user quota is used up",
+                   JOB_FAILED: "the job stopped on a store error that persisted; the user was "
+                               "not migrated and their slot is free: migrate them again"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,7 @@ class Job:
     created_at: dt.datetime
     finished_at: dt.datetime | None
     items: tuple[JobItem, ...] = ()
+    failed: bool = False  # finished by a store error that persisted (authz.store.jobretry)
 
     @property
     def processed(self) -> int:
@@ -330,6 +334,8 @@ class MigrationStore:
             row = conn.execute(sa.select(j).where(j.c.job_id == job_id, j.c.org_id == org_id)).first()
             if row is None:
                 raise NotFound(f"no migration job '{job_id}' in organization '{org_id}'")
+            failed = conn.execute(sa.select(i.c.crm_user_id).where(
+                i.c.job_id == job_id, i.c.reason == JOB_FAILED).limit(1)).first() is not None
             found: tuple[JobItem, ...] = ()
             if items:
                 found = tuple(JobItem(r.crm_user_id, r.state, r.reason or "", r.integration_user_id or "")
@@ -338,7 +344,7 @@ class MigrationStore:
         m = row._mapping
         return Job(m["job_id"], m["org_id"], m["kind"], m["request_key"], m["requested_by"], m["state"],
                    m["total"], m["done"], m["rejected"], int(m["revision"] or 0),
-                   _aware(m["created_at"]) or _now(), _aware(m["finished_at"]), found)
+                   _aware(m["created_at"]) or _now(), _aware(m["finished_at"]), found, failed)
 
     def unfinished(self) -> list[tuple[str, str]]:
         """(org_id, job_id) of every job not done: what a starting server resumes."""

@@ -1,0 +1,143 @@
+"""Migration jobs through store faults (issue 11, item 8): a dropped connection mid-job is
+retried with backoff and the job finishes, every user migrated exactly once; an error
+that persists fails the job and frees its quota slots. Never RUNNING for good.
+
+Real PostgreSQL: the job's connections are killed with pg_terminate_backend, as a
+failover or an administrator would; and a real server process for the same on the RPCs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import sqlalchemy as sa
+
+from authz.directory import CrmUser
+from authz.store import Store, open_store
+from authz.store.jobretry import run_job_retrying
+from authz.store.migration import MigrationStore, OrgSettings
+from authz.v1 import authz_pb2 as pb
+from authz.v1 import authz_pb2_grpc
+from tests.conftest import fresh_postgres_schema
+from tests.e2e.serverproc import run_authz, start_server
+
+from .conftest import ADMIN, ORG
+
+N = 60
+
+
+@pytest.fixture
+def pg_app() -> Iterator[tuple[str, str]]:
+    """A fresh PostgreSQL schema, and a URL whose connections carry an application name
+    of their own, so that the test can kill exactly them."""
+    with fresh_postgres_schema() as url:
+        name = f"authz-job-{uuid.uuid4().hex[:8]}"
+        yield f"{url}&application_name={name}", name
+
+
+def _kill(base_url: str, app: str) -> int:
+    """Terminate every backend of `app`; returns how many."""
+    engine = sa.create_engine(base_url.split("&application_name=")[0])
+    try:
+        with engine.begin() as conn:
+            return len(conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :a"),
+                {"a": app}).all())
+    finally:
+        engine.dispose()
+
+
+def _users() -> list[CrmUser]:
+    return [CrmUser(f"m{i:03d}", f"m{i:03d}@acme.example", f"M {i}") for i in range(N)]
+
+
+def _count(store: Store, sql: str) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(sa.text(sql)).scalar_one())
+
+
+@pytest.mark.postgres
+def test_a_dropped_connection_mid_job_is_retried_and_the_job_finishes(
+        pg_app: tuple[str, str]) -> None:
+    url, app = pg_app
+    store = open_store(url, upgrade=True)
+    try:
+        store.import_directory(ORG, [ADMIN, *_users()], [])
+        ms = MigrationStore(store, lambda o: OrgSettings(), usage=lambda o: {})
+        job = ms.apply(ORG, "admin", [u.id for u in _users()], "faults")
+        retries: list[str] = []
+        result: list[object] = []
+        runner = threading.Thread(target=lambda: result.append(run_job_retrying(
+            ms, ORG, job.job_id, batch_size=5, pause=0.05, base_delay=0.05, max_delay=0.5,
+            on_retry=lambda exc, n, delay: retries.append(type(exc).__name__))))
+        runner.start()
+        killed = 0
+        for _ in range(3):  # kill the job's connections three times while it runs
+            time.sleep(0.15)
+            killed += _kill(url, app)
+        runner.join(60)
+        assert not runner.is_alive() and killed > 0
+        final = ms.job(ORG, job.job_id)
+        assert retries, "no connection was dropped mid-job: the test proved nothing"
+        assert (final.state, final.done, final.rejected, final.failed) == ("done", N, 0, False)
+        assert _count(store, "SELECT count(DISTINCT crm_user_id) FROM integration_users") == N
+        assert _count(store, "SELECT count(*) FROM outbox") == N  # one notice each, no duplicate
+    finally:
+        store.close()
+
+
+def test_an_error_that_persists_fails_the_job_and_frees_its_slots(seeded: Store) -> None:
+    ms = MigrationStore(seeded, lambda o: OrgSettings(quota=45), usage=lambda o: {})
+    ids = [f"u{i:04d}" for i in range(40)]
+    job = ms.apply(ORG, "admin", ids, "broken")
+    with seeded.engine.begin() as conn:  # a store that cannot take the notices any more
+        conn.execute(sa.text("DROP TABLE outbox"))
+    final = run_job_retrying(ms, ORG, job.job_id, base_delay=0.01, attempts=3)
+    assert final is not None and final.state == "done" and final.failed
+    assert {i.reason for i in final.items} == {"job_failed"} and final.rejected == 40
+    assert "store error" in final.items[0].message and "DROP" not in final.items[0].message
+    assert ms.unfinished() == []
+    with seeded.engine.begin() as conn:
+        assert ms._reserved(conn, ORG) == set()  # the 40 slots are free again
+
+
+@pytest.mark.postgres
+def test_the_server_finishes_a_job_whose_connections_are_killed(
+        pg_app: tuple[str, str], tmp_path: Path) -> None:
+    url, app = pg_app
+    run_authz("db", "upgrade", "--db", url)
+    with open_store(url) as store:
+        store.import_directory(ORG, [ADMIN, *_users()], [])
+    server = start_server(tmp_path, url, env={"AUTHZ_MIGRATION_BATCH": "5",
+                                              "AUTHZ_MIGRATION_PAUSE": "0.1",
+                                              "AUTHZ_MIGRATION_AUTO_INTERVAL": "0"})
+    try:
+        with grpc.insecure_channel(server.address) as ch:
+            stub = authz_pb2_grpc.AuthzServiceStub(ch)
+            resp = stub.Migrate(pb.MigrateRequest(
+                org_id=ORG, caller="admin", mode=pb.MIGRATE_MODE_APPLY,
+                crm_user_ids=[u.id for u in _users()], request_key="server-faults"), timeout=10)
+            for _ in range(3):
+                time.sleep(0.3)
+                _kill(url, app)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    job = stub.GetMigrationJob(pb.GetMigrationJobRequest(
+                        org_id=ORG, job_id=resp.job_id, summary_only=True), timeout=5)
+                    if job.state == pb.MIGRATION_STATE_DONE:
+                        break
+                except grpc.RpcError:
+                    pass  # this call's own connection may have been the one killed
+                assert time.monotonic() < deadline, "job stuck:\n" + server.log()[-3000:]
+                time.sleep(0.1)
+            assert (job.done, job.rejected) == (N, 0)
+        assert "migration_job_retry" in server.log()
+    finally:
+        assert server.stop() == 0, server.log()
