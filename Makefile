@@ -9,7 +9,7 @@ DB_URL ?= sqlite:///var/authz.db
 PORT ?= 50051
 HTTP_PORT ?= 8181
 
-.PHONY: install proto proto-check proto-lint proto-release policy-check lint typecheck pytest test serve bench fuzz faults soak clean
+.PHONY: install proto proto-check proto-lint proto-release policy-check lint typecheck pytest test serve bench bench-peers fuzz faults soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -64,6 +64,10 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# authz beside Cerbos (npm @cerbos/cerbos-linux-x64, into bench/.peers/) and the echo floor.
+bench-peers: $(STAMP)
+	$(BIN)/python -m bench --parts peers
 
 # Long property-based campaign over every RPC (make test runs 25 examples per RPC).
 FUZZ_EXAMPLES ?= 2000

@@ -15,7 +15,7 @@ import time
 
 from bench.report import merge, plot
 
-PARTS = ("core", "server")
+PARTS = ("core", "server", "peers")
 
 
 def main() -> None:

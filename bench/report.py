@@ -68,3 +68,62 @@ def plot(results: dict[str, Any], path: Path = RESULTS / "latency_by_orgs.png") 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_peers(results: dict[str, Any], path: Path = RESULTS / "peers.png") -> Path | None:
+    """authz beside Cerbos and the echo floor, four panels read at a glance: latency,
+    server CPU per call at 32 in flight, 1,000 decisions, CPU per call by org count."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("  matplotlib not installed: no plot (pip install matplotlib)")
+        return None
+    p = results["peers"]
+    colors = {"echo": "#999999", "authz": "#1f77b4", "authz_coalesced": "#17becf",
+              "cerbos": "#ff7f0e"}
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+
+    def bars(ax: Any, values: dict[str, float], title: str, unit: str) -> None:
+        names = list(values)
+        ax.bar(names, [values[n] for n in names], color=[colors.get(n, "#2ca02c") for n in names])
+        for i, n in enumerate(names):
+            ax.annotate(f"{values[n]:,.0f}", (i, values[n]), ha="center", va="bottom", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(unit)
+        ax.tick_params(axis="x", labelsize=8)
+
+    bars(axes[0], {k: v["p50"] for k, v in p["latency_us"].items()},
+         "Check p50, one call at a time\n(lower is better)", "µs")
+    bars(axes[1], p["server_cpu_us_per_call_32"],
+         "server CPU per call, 32 in flight\n(lower is better)", "µs")
+    b = p["batch_1000"]
+    xs = range(len(b))
+    axes[2].bar([x - 0.2 for x in xs], [v["wall_ms"] for v in b.values()], 0.4, label="wall",
+                color=[colors[k] for k in b])
+    axes[2].bar([x + 0.2 for x in xs], [v["cpu_ms"] for v in b.values()], 0.4,
+                label="server CPU", color=[colors[k] for k in b], alpha=0.5, hatch="//")
+    axes[2].set_xticks(list(xs), list(b))
+    axes[2].set_title("1,000 decisions (audit on)\nwall (solid), server CPU (hatched)",
+                      fontsize=10)
+    axes[2].set_ylabel("ms")
+    by = p["server_cpu_us_per_call_32_by_orgs"]
+    for name, series in by.items():
+        xs2 = sorted(int(k) for k in series)
+        axes[3].plot(xs2, [series[str(x)] for x in xs2], "o-", label=name, color=colors[name])
+    axes[3].set_xscale("log")
+    axes[3].set_xlabel("organizations served")
+    axes[3].set_ylabel("µs")
+    axes[3].set_title("server CPU per call by organization count\n(flat is the target)",
+                      fontsize=10)
+    axes[3].set_ylim(bottom=0)
+    axes[3].legend(fontsize=8)
+    fig.suptitle(f"authz vs Cerbos {p['cerbos_version']} vs echo floor (one run, interleaved)",
+                 fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

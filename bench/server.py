@@ -50,9 +50,19 @@ PIDS: dict[str, int] = {}
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process, all its threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of a process, all its threads (Linux /proc): the scheduler's nanosecond
+    run time per thread (/proc/PID/task/*/schedstat), since /proc/PID/stat counts in
+    10 ms ticks, coarser than a batch of 1,000 decisions."""
+    total = 0
+    try:
+        with os.scandir(f"/proc/{pid}/task") as tasks:
+            for task in tasks:
+                with contextlib.suppress(OSError):
+                    total += int(Path(task.path, "schedstat").read_text().split()[0])
+        return total / 1e9
+    except OSError:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _port() -> int:
