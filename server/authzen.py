@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, Future
@@ -45,7 +44,7 @@ from authz.errors import AuthzError, InvalidArgument
 from authz.v1 import authz_pb2 as pb
 
 from . import authzen_map as amap
-from . import authzen_search, convert, limits, metrics
+from . import authzen_search, convert, limits, metrics, security
 from .callers import Caller, current_caller
 from .config import Config
 from .edge import DB_UNAVAILABLE
@@ -100,31 +99,6 @@ def _violations(status: status_pb2.Status) -> list[tuple[str, str]]:
     return out
 
 
-def ssl_context(cfg: Config) -> ssl.SSLContext | None:
-    """TLS with the gRPC port's certificate; with `tls_client_ca`, client certificates are
-    asked for and verified but not required (a caller without one sends a bearer token)."""
-    if not cfg.tls_cert:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
-    if cfg.tls_client_ca:
-        ctx.load_verify_locations(cfg.tls_client_ca)
-        ctx.verify_mode = ssl.CERT_OPTIONAL
-    return ctx
-
-
-def cert_names(request: web.Request) -> list[str]:
-    """A verified client certificate's common name and DNS names (empty: none presented)."""
-    transport = request.transport
-    cert = transport.get_extra_info("peercert") if transport is not None else None
-    if not cert:
-        return []
-    names = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
-    names.extend(v for k, v in cert.get("subjectAltName", ()) if k == "DNS")
-    return names
-
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -152,7 +126,7 @@ class AuthzenApi:
                                      shutdown_timeout=self.cfg.grace)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host.strip("[]") or None, int(port),
-                           ssl_context=ssl_context(self.cfg), reuse_port=reuse_port or None)
+                           ssl_context=security.http_ssl_context(self.cfg), reuse_port=reuse_port or None)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         event(log, logging.INFO, "authzen_listening", listen=self.cfg.http_listen,
@@ -211,7 +185,8 @@ class AuthzenApi:
         """Authenticate as the gRPC gate does (same callers file, same rules)."""
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
-            caller = self.auth.identify(cert_names(request) if self.auth.enabled else [], headers)
+            names = security.http_cert_names(request.transport) if self.auth.enabled else []
+            caller = self.auth.identify(names, headers)
         except Unauthenticated as exc:
             metrics.AUTH_FAILURES.labels("UNAUTHENTICATED").inc()
             event(log, logging.INFO, "unauthenticated", method=method, peer=request.remote,

@@ -28,7 +28,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from authz.engine.engine import Engine
-from authz.engine.listfilter import matches
+from authz.engine.listfilter import FIELDS, matches
 from authz.errors import InvalidArgument
 from authz.v1 import authz_pb2 as pb
 
@@ -106,9 +106,7 @@ def _candidate(body: Mapping[str, Any], msg: pb.CheckRequest, item: Any, at: str
     except InvalidArgument as exc:
         field = amap.json_path(exc.field).replace("resource.", f"{at}.", 1)
         raise InvalidArgument(field, exc.description) from None
-    record = {"owner": rec.owner, "status": rec.status, "location": rec.location,
-              "total": rec.total, "approval_level": rec.approval_level,
-              "created_by": rec.created_by}
+    record = {name: getattr(rec, name) for name in FIELDS}  # what the filter reads
     return {"type": msg.module, **{k: v for k, v in item.items() if k != "type"}}, record
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,3 +255,33 @@ def listen_ports(cfg: Config) -> list[tuple[str, grpc.ServerCredentials | None]]
     if cfg.token_listen:
         ports.append((cfg.token_listen, _creds(cfg, False)))
     return ports
+
+
+def http_ssl_context(cfg: Config) -> ssl.SSLContext | None:
+    """TLS for the AuthZEN HTTP port, with the gRPC port's certificate. With
+    `tls_client_ca`, client certificates are asked for and verified but not required
+    (Python's ssl can, gRPC Python cannot): a caller without one sends a bearer token."""
+    if not cfg.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        if cfg.tls_client_ca:
+            ctx.load_verify_locations(cfg.tls_client_ca)
+    except OSError as exc:
+        raise ConfigError(f"{exc.filename or cfg.tls_cert}: cannot read: {exc.strerror}") from None
+    if cfg.tls_client_ca:
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
+
+
+def http_cert_names(transport: Any) -> list[str]:
+    """A verified client certificate's common name and DNS names on an HTTPS connection
+    (empty: none presented), as `_cert_names` reads them from gRPC's auth context."""
+    cert = transport.get_extra_info("peercert") if transport is not None else None
+    if not cert:
+        return []
+    names = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+    names.extend(v for k, v in cert.get("subjectAltName", ()) if k == "DNS")
+    return names

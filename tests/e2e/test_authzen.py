@@ -8,6 +8,7 @@ import random
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,7 +18,9 @@ from google.rpc import error_details_pb2, status_pb2
 
 from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc
-from tests.e2e.serverproc import ServerProc
+from authz_server.config import Config, ConfigError
+from authz_server.workers import worker_configs
+from tests.e2e.serverproc import ServerProc, start_server
 
 ORG = "acme-eu"
 USERS = ["u-anna", "u-sam", "u-quinn", "u-fiona", "u-stella", "u-tim", "u-paul", "u-lena",
@@ -55,6 +58,8 @@ def question(rng: random.Random) -> tuple[dict[str, Any], pb.CheckRequest]:
         props["total"] = rng.choice([0, 500, 9999.5, 20000, 150000])
     if rng.random() < 0.4:
         props["owner"] = rng.choice(["u-stella", "u-sam", "u-paul"])
+    if rng.random() < 0.3:
+        props["customer_id"] = rng.choice(["c-1001", "c-2001"])
     if rng.random() < 0.3:
         props["approval_level"] = rng.choice([0, 1, 2])
     if rng.random() < 0.3:
@@ -296,6 +301,8 @@ def candidates(rng: random.Random, n: int) -> list[dict[str, Any]]:
     for i in range(n):
         props: dict[str, Any] = {"owner": rng.choice(["u-stella", "u-sam", "u-paul", ""]),
                                  "status": rng.choice(STATUSES)}
+        if rng.random() < 0.5:
+            props["customer_id"] = rng.choice(["c-1001", "c-1002", "c-2001"])
         if rng.random() < 0.7:
             props["total"] = rng.choice([100, 9999, 10000, 50000])
         if rng.random() < 0.5:
@@ -349,9 +356,25 @@ def test_resource_search_pages_and_filter(server: ServerProc) -> None:
     status, _, found = call(server, "/access/v1/search/resource",
                             {k: v for k, v in ask.items() if k != "context"})
     assert status == 200 and found["results"] == []
-    assert found["context"]["sql_where"] == "owner = ?"
-    assert found["context"]["sql_params"] == ["u-stella"]
+    assert found["context"]["scope"] == "some" and "owner = ?" in found["context"]["sql_where"]
+    assert "u-stella" in found["context"]["sql_params"]
     status, _, found = call(server, "/access/v1/search/resource", {
         **ask, "context": {"candidates": [{"id": "x", "properties": {"totl": 1}}]}})
     assert status == 400
     assert found["error"]["field_violations"][0]["field"] == "context.candidates[0].properties.totl"
+
+
+def test_workers_share_the_http_port(tmp_path: Path, db_url: str) -> None:
+    """`--workers 2`: both processes listen on the one AuthZEN port (SO_REUSEPORT)."""
+    with pytest.raises(ConfigError, match="fixed port in http_listen"):
+        worker_configs(Config(listen="127.0.0.1:50999", http_listen="127.0.0.1:0", workers=2))
+    proc = start_server(tmp_path, db_url, "--workers", "2", http=True)
+    try:
+        for _ in range(10):
+            status, _, answer = call(proc, "/access/v1/evaluation", {
+                "subject": subject(), "action": {"name": "view"},
+                "resource": {"type": "invoices", "id": "1"}})
+            assert status == 200 and answer["decision"] is True
+        assert proc.log().count('"event": "authzen_listening"') == 2
+    finally:
+        assert proc.stop() == 0, proc.log()
