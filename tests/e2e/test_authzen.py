@@ -231,6 +231,28 @@ def test_evaluation_is_audited_with_the_calling_service(
             entry.caller) == ("u-fiona", "create", "invoices", "inv-audit", True, "api-gateway")
 
 
+def test_evaluation_and_check_write_the_same_audit_entry(
+        server: ServerProc, stub: authz_pb2_grpc.AuthzServiceStub) -> None:
+    """One question through each door: the two entries differ only in id, time, chain
+    position and calling service."""
+    record = f"same-{time.monotonic_ns()}"
+    body = {"subject": subject("u-ivy"), "action": {"name": "edit"},
+            "resource": {"type": "estimates", "id": record, "properties": {"status": "draft"}}}
+    req = pb.CheckRequest(org_id=ORG, user="u-ivy", action="edit", module="estimates")
+    req.record.record_id, req.record.status = record, "draft"
+    _, _, answer = call(server, "/access/v1/evaluation", body)
+    via_grpc = stub.Check(req, timeout=10)
+    deadline = time.monotonic() + 10
+    while len(entries := audit(stub, record_id=record)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    by_id = {e.decision_id: e for e in entries}
+    http_entry, grpc_entry = by_id[answer["context"]["id"]], by_id[via_grpc.decision_id]
+    skip = {"seq", "at", "decision_id", "prev_hash", "hash", "caller"}
+    fields = [f.name for f in pb.AuditEntry.DESCRIPTOR.fields if f.name not in skip]
+    assert {f: getattr(http_entry, f) for f in fields} == {f: getattr(grpc_entry, f) for f in fields}
+    assert http_entry.allowed is True and http_entry.acting_id == "iu-ivy"
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"subject": subject(), "action": {"name": "view"}, "resource": {"type": "bananas", "id": "1"}},
      "resource.type"),
