@@ -114,11 +114,7 @@ def list_filter(engine: Engine, search: Search) -> pb.ListFilterResponse:
     """The ListFilter RPC's own function (synchronous: a worker thread runs it)."""
     q = search.request
     lf = pb.ListFilterRequest(org_id=q.org_id, user=q.user, module=q.module, action=q.action,
-                              channel=q.channel, min_revision=q.min_revision)
-    if q.product and "product" in pb.ListFilterRequest.DESCRIPTOR.fields_by_name:
-        lf.product = q.product  # type: ignore[attr-defined]  # per-product ListFilter
-    elif q.product:
-        raise InvalidArgument("product", "not supported by resource search on this server")
+                              product=q.product, channel=q.channel, min_revision=q.min_revision)
     return listfilter_rpc.list_filter(engine, lf)
 
 

@@ -381,6 +381,10 @@ def test_resource_search_pages_and_filter(server: ServerProc) -> None:
     assert found["context"]["scope"] == "some" and "owner = ?" in found["context"]["sql_where"]
     assert "u-stella" in found["context"]["sql_params"]
     status, _, found = call(server, "/access/v1/search/resource", {
+        **ask, "resource": {"type": "invoices", "properties": {"product": "bogus"}}})
+    assert status == 400
+    assert found["error"]["field_violations"][0]["field"] == "resource.properties.product"
+    status, _, found = call(server, "/access/v1/search/resource", {
         **ask, "context": {"candidates": [{"id": "x", "properties": {"totl": 1}}]}})
     assert status == 400
     assert found["error"]["field_violations"][0]["field"] == "context.candidates[0].properties.totl"
