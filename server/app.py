@@ -111,6 +111,7 @@ class Server:
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking calls, let in-flight ones finish within grace, then close the store."""
         grace = self.config.grace if grace is None else grace
+        began = time.monotonic()
         if self.ops is not None:
             await self.ops.stop()
         for name in ("", SERVICE_NAME):
@@ -122,7 +123,11 @@ class Server:
             else:
                 await self._grpc.stop(grace)
         if self._audit is not None:  # answered calls' entries go to the store before it closes
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._audit.close)
+            # Within what is left of the grace (at least a second), even with a store that
+            # hangs: entries not written by then are logged as lost, never acknowledged.
+            left = max(1.0, grace - (time.monotonic() - began))
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._audit.close,
+                                                             left)
             self._audit = None
         if getattr(self, "_migrations", None) is not None:
             self._migrations.stop()  # type: ignore[union-attr]

@@ -10,6 +10,8 @@ queue it; with a full queue and the block policy, the worker waits, not the loop
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Protocol
@@ -18,6 +20,7 @@ import grpc
 from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
 
+from authz import budget
 from authz.attribution import Attribution, AttributionDenied, Operation, PriorDecision, attribute
 from authz.audit.chain import AuditEntry
 from authz.audit.record import attribution_entry, check_entry
@@ -36,6 +39,16 @@ if TYPE_CHECKING:  # the store (SQLAlchemy) is imported once the server listens,
 
 _MAX_TEXT = 256
 _MAX_PAGE = 1000  # authz.store.audit.MAX_PAGE
+_MARGIN = 0.05  # seconds kept back from a call's deadline to answer UNAVAILABLE in time
+log = logging.getLogger("authz.audit")
+
+
+def call_deadline(context: grpc.aio.ServicerContext[Any, Any], longest: float) -> float:
+    """When (time.monotonic) waits on the audit trail must end for this call: a little
+    before the call's own deadline, and at most `longest` from now."""
+    remaining = context.time_remaining()
+    bound = longest if remaining is None else min(longest, remaining - _MARGIN)
+    return time.monotonic() + max(0.0, bound)
 
 
 class Snapshots(Protocol):
@@ -45,10 +58,12 @@ class Snapshots(Protocol):
 class AuditRpc:
     """Records decisions and attributions through one writer; answers audit RPCs."""
 
-    def __init__(self, writer: AuditWriter, trail: AuditStore | None, directory: Snapshots) -> None:
+    def __init__(self, writer: AuditWriter, trail: AuditStore | None, directory: Snapshots,
+                 longest_wait: float = 10.0) -> None:
         self.writer = writer
         self.trail = trail
         self.directory = directory
+        self.longest_wait = longest_wait  # bound on audit waits of a call with no deadline
 
     # -- recording (worker threads) ----------------------------------------------------
 
@@ -60,12 +75,14 @@ class AuditRpc:
         crm = self.directory.snapshot(req.org_id).crm_user(req.user)
         return crm.id if crm is not None else req.user
 
-    def check(self, engine: Engine, req: CheckRequest, caller: str) -> tuple[Decision, Future[None]]:
-        """Decide and queue the entry; the future settles when it is recorded (strict)."""
+    def check(self, engine: Engine, req: CheckRequest, caller: str,
+              deadline: float | None = None) -> tuple[Decision, Future[None]]:
+        """Decide and queue the entry; the future settles when it is recorded (strict).
+        Waiting for room in the queue ends at `deadline` (AuditUnavailable)."""
         d = engine.check(req)
         if self.writer.mode == WriteMode.OFF:
             return d, self._submit([])
-        return d, self._submit([check_entry(req, d, self._crm_user(req, d), caller)])
+        return d, self._submit([check_entry(req, d, self._crm_user(req, d), caller)], deadline)
 
     def check_inline(self, engine: Engine, req: CheckRequest, caller: str
                      ) -> tuple[Decision, Future[None]] | None:
@@ -82,29 +99,36 @@ class AuditRpc:
                                               caller)], wait=False)
         return None if fut is None else (d, fut)
 
-    def check_many(self, engine: Engine, reqs: Sequence[CheckRequest],
-                   caller: str) -> tuple[list[Decision | AuthzError], Future[None]]:
+    def check_many(self, engine: Engine, reqs: Sequence[CheckRequest], caller: str,
+                   deadline: float | None = None
+                   ) -> tuple[list[Decision | AuthzError], Future[None]]:
         """Decide a batch; every decided item is recorded (the items in error are not)."""
         out = engine.check_many(reqs)
-        return out, self.record_many(reqs, out, caller)
+        return out, self.record_many(reqs, out, caller, deadline)
 
     def record_many(self, reqs: Sequence[CheckRequest], out: Sequence[Decision | AuthzError],
-                    caller: str) -> Future[None]:
+                    caller: str, deadline: float | None = None) -> Future[None]:
         """Queue the entries of a decided batch (items in error are not recorded). CheckBatch
         calls it last, once its answer is built: the writer, woken by a full batch of
         entries, then does not compete for the GIL with building the answer."""
         if self.writer.mode == WriteMode.OFF:
             return self._submit([])
         return self._submit([check_entry(r, d, self._crm_user(r, d), caller)
-                             for r, d in zip(reqs, out, strict=True) if isinstance(d, Decision)])
+                             for r, d in zip(reqs, out, strict=True) if isinstance(d, Decision)],
+                            deadline)
 
-    def _submit(self, entries: list[AuditEntry]) -> Future[None]:
-        fut = self.writer.submit(entries, wait=True)
+    def _submit(self, entries: list[AuditEntry], deadline: float | None = None) -> Future[None]:
+        if deadline is None:  # the request's own (authz.budget), whichever door it came by
+            call = budget.current().call_deadline
+            deadline = time.monotonic() + self.longest_wait
+            if call is not None:
+                deadline = min(deadline, call - _MARGIN)
+        fut = self.writer.submit(entries, wait=True, deadline=deadline)
         assert fut is not None  # wait=True never returns None
         return fut
 
-    def attribute(self, engine: Engine, msg: pb.AttributeRequest,
-                  caller: str) -> tuple[pb.AttributeResponse, Future[None]]:
+    def attribute(self, engine: Engine, msg: pb.AttributeRequest, caller: str,
+                  deadline: float | None = None) -> tuple[pb.AttributeResponse, Future[None]]:
         """Name the identity to act as and queue the attribution entry. Any error raises
         before anything is queued: a refused attribution is never recorded as done."""
         org_id = _text(msg.org_id, "org_id", True)
@@ -116,7 +140,7 @@ class AuditRpc:
         a = attribute(org, snap, op, prior)
         crm = snap.crm_user(op.user)
         crm_user = crm.id if crm is not None else op.user
-        fut = self._submit([attribution_entry(org_id, crm_user, op, a, caller)])
+        fut = self._submit([attribution_entry(org_id, crm_user, op, a, caller)], deadline)
         return _attribution_response(a), fut
 
     def _prior(self, decision_id: str) -> PriorDecision:
@@ -134,14 +158,26 @@ class AuditRpc:
     # -- on the event loop -------------------------------------------------------------
 
     async def confirm(self, recorded: Future[None], context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        """Return once the entry is recorded (strict) or queued (batched); a failed strict
-        write ends the call UNAVAILABLE: the caller must not act on an unrecorded decision."""
+        """Return once the entry is recorded (strict) or queued (batched); a strict entry
+        not recorded, or not recorded before the call's deadline, ends the call UNAVAILABLE:
+        the caller must not act on an unrecorded decision."""
         if recorded.done() and recorded.exception() is None:
             return
         try:
-            await asyncio.wrap_future(recorded)
+            await self.wait(recorded, call_deadline(context, self.longest_wait))
         except AuditUnavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            await abort_unavailable(context, exc)
+
+    async def wait(self, recorded: Future[None], deadline: float) -> None:
+        """Wait for `recorded` until `deadline` (time.monotonic); AuditUnavailable when it
+        failed or is late. The future itself is never cancelled (the writer settles it)."""
+        if not recorded.done():
+            waiter = asyncio.wrap_future(recorded)  # cancelling it would cancel `recorded`
+            done, _ = await asyncio.wait({waiter}, timeout=max(0.0, deadline - time.monotonic()))
+            if not done:
+                waiter.add_done_callback(lambda f: f.cancelled() or f.exception())  # read later
+                raise AuditUnavailable("the audit trail did not record the decision in time")
+        recorded.result()
 
     # -- audit RPCs (worker threads) ---------------------------------------------------
 
@@ -177,10 +213,13 @@ class AuditRpc:
         v = trail.verify(_text(msg.org_id, "org_id", True))
         return pb.VerifyAuditResponse(ok=v.ok, checked=v.checked, head_seq=v.head.seq,
                                       checkpoint_seq=v.head.checkpoint_seq,
-                                      problems=[str(b) for b in v.breaks], dropped=v.head.dropped)
+                                      problems=[str(b) for b in v.breaks], dropped=v.head.dropped,
+                                      quarantined=v.quarantined,
+                                      quarantine=[str(q) for q in v.quarantine])
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop the writer (at shutdown, before the store)."""
+        """Write what is queued, then stop the writer (at shutdown, before the store);
+        returns within about `timeout` even with a store that hangs."""
         self.writer.close(timeout)
 
 
@@ -214,6 +253,13 @@ def _entry_pb(e: AuditEntry) -> pb.AuditEntry:
         caller=e.caller, prev_hash=e.prev_hash, hash=e.hash)
 
 
+async def abort_unavailable(context: grpc.aio.ServicerContext[Any, Any],
+                            exc: AuditUnavailable) -> None:
+    """UNAVAILABLE: the decision was not recorded (a stable message; details in the log)."""
+    log.warning("audit: answering UNAVAILABLE: %s", exc)
+    await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+
 async def abort_denied(context: grpc.aio.ServicerContext[Any, Any], exc: AttributionDenied) -> None:
     """PERMISSION_DENIED with the decision reason as a google.rpc.ErrorInfo a caller can read."""
     status = convert.error_status(exc)
@@ -232,12 +278,21 @@ def open_audit(config: Config, directory: Any) -> AuditRpc:
     trail = AuditStore(engine) if engine is not None else None
     if trail is None and mode != WriteMode.OFF:
         raise FailedPrecondition(f"audit mode {mode} needs a database store")
+    from .metrics import audit_quarantined
+
     writer = AuditWriter(trail if trail is not None else _NoSink(), mode,
                          queue_size=config.audit_queue, when_full=WhenFull(config.audit_when_full),
-                         flush_interval=config.audit_flush_interval)
-    return AuditRpc(writer, trail, directory)
+                         flush_interval=config.audit_flush_interval,
+                         block_timeout=config.audit_wait, on_quarantine=audit_quarantined)
+    return AuditRpc(writer, trail, directory, config.audit_wait)
 
 
 class _NoSink:
     def append(self, entries: Sequence[AuditEntry], dropped: object = None) -> None:
+        return None
+
+    def refused(self, exc: Exception) -> str:
+        return ""
+
+    def quarantine(self, refused: object) -> None:
         return None

@@ -45,6 +45,7 @@ class Config:
     audit_queue: int = 10_000  # writer queue bound, in entries
     audit_when_full: str = "block"  # block | drop (drops are counted per organization)
     audit_flush_interval: float = 0.05  # seconds between batched writes
+    audit_wait: float = 10.0  # longest wait on the trail for a call without a deadline
     # Security and operations (server/security.py, reload.py, healthwatch.py, metrics.py);
     # empty paths mean "off", so `make serve` stays plaintext on loopback.
     tls_cert: str = ""  # server certificate chain (PEM); with tls_key turns TLS on
@@ -77,6 +78,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if text not in AUDIT_CHOICES[name]:
                 raise ValueError("expected one of " + ", ".join(AUDIT_CHOICES[name]))
             return text
+        if name == "audit_wait":
+            wait = float(value)
+            if not 0 < wait <= 600:
+                raise ValueError("must be more than 0 and at most 600 seconds")
+            return wait
         if name == "audit_flush_interval":
             interval = float(value)
             if not 0 < interval <= 60:

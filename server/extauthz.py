@@ -25,7 +25,6 @@ INVALID_ARGUMENT and 400; an unknown organization 403; a server not ready 503.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from concurrent.futures import Executor
@@ -40,6 +39,7 @@ from authz.errors import AuthzError, InvalidArgument, NotFound, UnknownOrganizat
 from authz.v1 import authz_pb2 as pb
 
 from . import convert, doors
+from .audit_rpc import call_deadline
 from .callers import current_caller
 from .service import AuthzService, in_thread
 from .xds import envoy_config_core_v3_base_pb2 as core
@@ -165,9 +165,10 @@ class ExtAuthzService(ext_grpc.AuthorizationServicer):  # type: ignore[misc]
         try:
             req = doors.question(check_request(attrs.headers, attrs.method))
             decision: Decision
+            deadline = call_deadline(context, audit.longest_wait)
             decision, recorded = await in_thread(
-                self.executor, audit.check, engine, req, current_caller.get().name)
-            await asyncio.wrap_future(recorded)  # strict audit: recorded before Envoy lets it by
+                self.executor, audit.check, engine, req, current_caller.get().name, deadline)
+            await audit.wait(recorded, deadline)  # strict audit: recorded before Envoy lets it by
         except AuthzError as exc:
             return refusal(exc)
         except AuditUnavailable as exc:

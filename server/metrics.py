@@ -66,6 +66,9 @@ AUDIT_QUEUE_DEPTH = _metric("Gauge", "authz_audit_queue_depth",
                             "Audit records waiting in the batched writer's queue.")
 AUDIT_DROPPED = _metric("Counter", "authz_audit_dropped_total",
                         "Audit records dropped because the queue was full (never silent).")
+AUDIT_QUARANTINED = _metric("Counter", "authz_audit_quarantined_total",
+                            "Audit records the store refused, kept apart in the quarantine "
+                            "(the rest of their batch written; shown by VerifyAudit).")
 RELOADS = _metric("Counter", "authz_policy_reloads_total",
                   "Organizations whose policy was reloaded from disk.")
 RELOAD_FAILURES = _metric("Counter", "authz_policy_reload_failures_total",
@@ -88,6 +91,11 @@ def audit_queue_depth(n: int) -> None:
 def audit_dropped(n: int = 1) -> None:
     """Audit records lost to a full queue (the configured overflow policy said drop)."""
     AUDIT_DROPPED.inc(n)
+
+
+def audit_quarantined(n: int = 1) -> None:
+    """Audit records the store refused (poison), quarantined instead of written."""
+    AUDIT_QUARANTINED.inc(n)
 
 
 def migration_jobs(state: str, n: int) -> None:

@@ -22,6 +22,7 @@ from grpc_status import rpc_status
 
 from authz import directory_check
 from authz.attribution import AttributionDenied
+from authz.audit.writer import AuditUnavailable
 from authz.decision import CheckRequest, Decision, Identity
 from authz.directory import CrmUser, FinanceUser, IntegrationUser
 from authz.directory_check import DirectoryPolicy
@@ -31,7 +32,7 @@ from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc as pb_grpc
 
 from . import convert, listfilter_rpc
-from .audit_rpc import AuditRpc, abort_denied, open_audit
+from .audit_rpc import AuditRpc, abort_denied, abort_unavailable, call_deadline, open_audit
 from .callers import current_caller
 from .config import Config
 from .logs import event
@@ -93,6 +94,8 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
             decision, recorded = await self.decide(engine, audit, req, current_caller.get().name)
         except AuthzError as exc:
             await _abort(context, exc)
+        except AuditUnavailable as exc:
+            await abort_unavailable(context, exc)
         await audit.confirm(recorded, context)  # strict: recorded before the answer leaves
         _log_decision(req, decision)
         return convert.check_response(decision)
@@ -115,15 +118,19 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
         if n > self.max_batch:
             await _abort(context, InvalidArgument(
                 "requests", f"{n} items; at most {self.max_batch} per batch"))
-        out, recorded, errors = await self._run(self._batch, engine, audit, request,
-                                                current_caller.get().name)
+        try:
+            out, recorded, errors = await self._run(self._batch, engine, audit, request,
+                                                    current_caller.get().name,
+                                                    call_deadline(context, audit.longest_wait))
+        except AuditUnavailable as exc:
+            await abort_unavailable(context, exc)
         await audit.confirm(recorded, context)
         event(log, logging.DEBUG, "check_batch", items=n, errors=errors)
         return out
 
     @staticmethod
-    def _batch(engine: Engine, audit: AuditRpc, request: pb.CheckBatchRequest, caller: str
-               ) -> tuple[pb.CheckBatchResponse, Future[None], int]:
+    def _batch(engine: Engine, audit: AuditRpc, request: pb.CheckBatchRequest, caller: str,
+               deadline: float | None = None) -> tuple[pb.CheckBatchResponse, Future[None], int]:
         """A whole CheckBatch in one worker-thread hop: convert, decide (snapshots fetched
         once per organization), answer, then queue the audit entries; returns the answer,
         the recording future and the number of items in error."""
@@ -152,19 +159,22 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
             else:
                 add(response=convert.check_response(result, stamp=stamp,
                                                     identities=identities))
-        return out, audit.record_many(valid, decisions, caller), errors
+        return out, audit.record_many(valid, decisions, caller, deadline), errors
 
     async def Attribute(self, request: pb.AttributeRequest,
                         context: grpc.aio.ServicerContext[Any, Any]) -> pb.AttributeResponse:
         engine, audit = await self._audited(context)
         try:
             response, recorded = await self._run(audit.attribute, engine, request,
-                                                 current_caller.get().name)
+                                                 current_caller.get().name,
+                                                 call_deadline(context, audit.longest_wait))
         except AttributionDenied as exc:
             await abort_denied(context, exc)
             raise AssertionError("unreachable") from exc
         except AuthzError as exc:
             await _abort(context, exc)
+        except AuditUnavailable as exc:
+            await abort_unavailable(context, exc)
         await audit.confirm(recorded, context)
         return response
 

@@ -92,7 +92,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             v = trail.verify(org)
             h = v.head
             extra = (f"; trimmed up to entry {h.checkpoint_seq}" if h.checkpoint_seq else "") + (
-                f"; {h.dropped} entries DROPPED by a full queue" if h.dropped else "")
+                f"; {h.dropped} entries DROPPED by a full queue" if h.dropped else "") + (
+                f"; {v.quarantined} entries QUARANTINED (refused by the store, kept apart)"
+                if v.quarantined else "")
             if v.ok:
                 print(f"{org}: ok, {v.checked} entries, head {h.seq}{extra}")
             else:
@@ -100,6 +102,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 print(f"{org}: BROKEN, {len(v.breaks)} problem(s){extra}")
                 for b in v.breaks:
                     print(f"  {b}")
+            for q in v.quarantine:
+                print(f"  quarantined: {q}; store said: {q.detail}")
         if not orgs:
             print("no audit entries")
         return 1 if broken else 0

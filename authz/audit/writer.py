@@ -13,16 +13,28 @@
 
 What survives a crash: strict, every acknowledged decision; batched, all but the last
 `flush_interval` or so of entries. The store itself (append, seal) is behind `Sink`.
+
+Poison is isolated: a batch the store refuses (its `refused` says the failure is about
+the data, not the store being down) is split in halves, recursively, until the one entry
+that fails alone is found. That entry is quarantined (kept apart with its reason,
+counted) and everything else is written in order; in strict mode only the call that
+brought the poisoned entry fails. A store that is down is retried (batched) or fails the
+waiting calls (strict), never bisected into quarantine.
+
+Nothing waits on the writer without a bound: `submit` takes a deadline for the wait for
+room, and `close` ends within its timeout even when the store hangs (the thread is a
+daemon; what it did not write is logged and, in strict mode, failed, never acknowledged).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, InvalidStateError
 from enum import StrEnum
 from typing import Protocol
 
@@ -48,9 +60,24 @@ class Sink(Protocol):
     def append(self, entries: Sequence[AuditEntry],
                dropped: Mapping[str, int] | None = None) -> object: ...
 
+    def refused(self, exc: Exception) -> str:
+        """Why the store refused the data of a write that raised `exc` (a stable class a
+        client may see), or "" when the failure is the store's own (down, locked, timed
+        out): only refused writes are split to find the poisoned entry."""
+        ...
+
+    def quarantine(self, refused: Sequence[tuple[AuditEntry, str, str]]) -> None:
+        """Keep (entry, reason, detail) apart from the chain."""
+        ...
+
 
 class AuditUnavailable(Exception):
-    """A strict-mode entry could not be written: the decision must not be acted on."""
+    """An entry could not be recorded (strict: written; any mode: queued) in time: the
+    decision must not be acted on. The message is stable: no store text in it."""
+
+
+class _StoreDown(Exception):
+    """A write failed for the store's own reason (not the data): retry or fail all."""
 
 
 # (entry, the future of the submit call it came with (strict only), last of that call)
@@ -64,7 +91,9 @@ class AuditWriter:
 
     def __init__(self, sink: Sink, mode: WriteMode = WriteMode.BATCHED, *, queue_size: int = 10_000,
                  when_full: WhenFull = WhenFull.BLOCK, max_batch: int = 1000,
-                 flush_interval: float = 0.05, retry_delay: float = 0.5) -> None:
+                 flush_interval: float = 0.05, retry_delay: float = 0.5,
+                 block_timeout: float = 10.0,
+                 on_quarantine: Callable[[int], None] | None = None) -> None:
         self.sink = sink
         self.mode = mode
         self.queue_size = queue_size
@@ -72,6 +101,8 @@ class AuditWriter:
         self.max_batch = max_batch
         self.flush_interval = flush_interval
         self.retry_delay = retry_delay
+        self.block_timeout = block_timeout  # longest wait for room without a deadline
+        self.on_quarantine = on_quarantine  # metrics hook: entries quarantined
         self._q: deque[_Item] = deque()
         self._cv = threading.Condition()
         self._submitted = 0  # entries accepted into the queue (or dropped)
@@ -82,6 +113,8 @@ class AuditWriter:
         self.dropped = 0  # all drops since start
         self.written = 0
         self.failed = 0  # strict entries whose write failed (their calls failed too)
+        self.quarantined = 0  # entries the store refused, kept apart (see Sink.quarantine)
+        self.timed_out = 0  # entries refused because the queue had no room in time
         self._thread: threading.Thread | None = None
         if mode != WriteMode.OFF:
             self._thread = threading.Thread(target=self._run, name="authz-audit", daemon=True)
@@ -89,11 +122,13 @@ class AuditWriter:
 
     # -- the hot path ------------------------------------------------------------------
 
-    def submit(self, entries: Sequence[AuditEntry], wait: bool = True) -> Future[None] | None:
+    def submit(self, entries: Sequence[AuditEntry], wait: bool = True,
+               deadline: float | None = None) -> Future[None] | None:
         """Queue entries. Returns a future done when they are recorded (strict) or at once
         (batched, off). With a full queue and the block policy (strict always blocks), waits
-        for room, or returns None when `wait` is false so that the caller can wait elsewhere
-        (the event loop must not block)."""
+        for room until `deadline` (time.monotonic; None: `block_timeout` from now), then
+        raises AuditUnavailable; or returns None when `wait` is false so that the caller can
+        wait elsewhere (the event loop must not block)."""
         if self.mode == WriteMode.OFF or not entries:
             return _DONE
         strict = self.mode == WriteMode.STRICT
@@ -105,10 +140,18 @@ class AuditWriter:
                     return _DONE
                 if not wait:
                     return None
+                if deadline is None:
+                    deadline = time.monotonic() + self.block_timeout
                 while len(self._q) + len(entries) > self.queue_size and not self._stopping:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self.timed_out += len(entries)
+                        raise AuditUnavailable("the audit trail is not taking entries in time")
                     self._flush_wanted = True
                     self._cv.notify_all()
-                    self._cv.wait()
+                    self._cv.wait(remaining)
+            if self._stopping:
+                raise AuditUnavailable("the server is stopping")
             last = len(entries) - 1
             for i, e in enumerate(entries):
                 self._q.append((e, fut, i == last))
@@ -145,18 +188,35 @@ class AuditWriter:
         return True
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued (up to `timeout`), then stop the flusher."""
+        """Write what is queued, then stop the flusher; returns within about `timeout`
+        even when the store hangs. Strict calls still waiting then fail (their entries
+        may or may not be written: never acknowledged as recorded)."""
         if self._thread is None:
             return
+        end = time.monotonic() + timeout
         if not self.flush(timeout):
             with self._cv:
                 lost = len(self._q)
             log.error("audit writer closed with %d entries unwritten", lost)
         with self._cv:
             self._stopping = True
+            left = list(self._q)
+            self._q.clear()
+            self._settled += len(left)
             self._cv.notify_all()
-        self._thread.join(timeout)
+        self._fail([fut for _, fut, _ in left], "the server stopped before the entry was recorded")
+        self._thread.join(max(0.0, end - time.monotonic()))
+        if self._thread.is_alive():
+            log.error("audit writer still in a store call at close; abandoned (daemon thread)")
         self._thread = None
+
+    @staticmethod
+    def _fail(futures: Sequence[Future[None] | None], why: str) -> None:
+        err = AuditUnavailable(why)
+        for fut in futures:
+            if fut is not None and not fut.done():
+                with contextlib.suppress(InvalidStateError):  # settled meanwhile
+                    fut.set_exception(err)
 
     def pending(self) -> int:
         with self._cv:
@@ -194,39 +254,87 @@ class AuditWriter:
             self._write(batch, drops)
 
     def _write(self, batch: list[_Item], drops: dict[str, int]) -> None:
-        entries = [e for e, _, _ in batch]
+        """Write a batch, isolating poisoned entries; settle the strict calls."""
+        done: list[str | None] = [None] * len(batch)  # "": written; text: quarantined (why)
+        refused: list[tuple[AuditEntry, str, str]] = []
+        todo = {"drops": drops}
+        delay = self.retry_delay
         while True:
             try:
-                self.sink.append(entries, drops)
+                self._isolate(batch, list(range(len(batch))), done, refused, todo)
                 break
-            except Exception as exc:
+            except _StoreDown as exc:
+                left = [i for i, d in enumerate(done) if d is None]
                 if self.mode == WriteMode.STRICT:
-                    log.error("audit write failed; failing %d waiting calls: %s", len(batch), exc)
+                    log.error("audit write failed; failing %d waiting calls: %s", len(left), exc)
                     with self._cv:
-                        self.failed += len(batch)
-                        self._drops.update(drops)
-                        self._settled += len(batch)
-                        self._cv.notify_all()
-                    err = AuditUnavailable(f"the audit trail could not record the decision: {exc}")
-                    for _, fut, _ in batch:
-                        if fut is not None and not fut.done():
-                            fut.set_exception(err)
-                    return
+                        self.failed += len(left)
+                        self._drops.update(todo["drops"])
+                    self._fail([batch[i][1] for i in left],
+                               "the audit trail could not record the decision")
+                    break
                 # Batched: the entries were acknowledged already; keep them and retry.
                 log.error("audit write failed; retrying %d entries in %.1fs: %s",
-                          len(batch), self.retry_delay, exc)
+                          len(left), delay, exc)
                 with self._cv:
                     if self._stopping:
-                        self.dropped += len(batch)
-                        self._settled += len(batch)
-                        self._cv.notify_all()
-                        return
-                    self._cv.wait(self.retry_delay)
+                        self.dropped += len(left)
+                        break
+                    self._cv.wait(delay)
+                delay = min(delay * 2, 5.0)
+        if refused:
+            self._keep(refused)
+        written = sum(1 for d in done if d == "")
         with self._cv:
-            self.written += len(batch)
+            self.written += written
             self._settled += len(batch)
             self._cv.notify_all()
         if self.mode == WriteMode.STRICT:  # batched entries have no futures to settle
-            for _, fut, last in batch:
-                if fut is not None and last and not fut.done():
-                    fut.set_result(None)
+            for (_, fut, _), d in zip(batch, done, strict=True):
+                if d:  # quarantined: only this entry's call fails
+                    self._fail([fut], "the audit trail refused the decision's entry")
+            for (_, fut, last), d in zip(batch, done, strict=True):
+                if fut is not None and last and d == "" and not fut.done():
+                    with contextlib.suppress(InvalidStateError):  # failed meanwhile (close)
+                        fut.set_result(None)
+
+    def _isolate(self, batch: list[_Item], idx: list[int], done: list[str | None],
+                 refused: list[tuple[AuditEntry, str, str]], todo: dict[str, dict[str, int]]
+                 ) -> None:
+        """Append the entries `idx` not yet done; on a refusal split them in halves until
+        the entry refused alone is found (it goes to `refused`). Raises _StoreDown."""
+        idx = [i for i in idx if done[i] is None]
+        if not idx:
+            return
+        try:
+            self.sink.append([batch[i][0] for i in idx], todo["drops"] or None)
+        except Exception as exc:
+            why = self.sink.refused(exc)
+            if not why:
+                raise _StoreDown(str(exc)) from exc
+            if len(idx) == 1:
+                e = batch[idx[0]][0]
+                log.error("audit entry refused by the store, quarantined: org %r decision %r: %s",
+                          e.org_id, e.decision_id, exc)
+                done[idx[0]] = why
+                refused.append((e, why, str(exc)))
+                return
+            half = len(idx) // 2
+            self._isolate(batch, idx[:half], done, refused, todo)
+            self._isolate(batch, idx[half:], done, refused, todo)
+            return
+        todo["drops"] = {}
+        for i in idx:
+            done[i] = ""
+
+    def _keep(self, refused: list[tuple[AuditEntry, str, str]]) -> None:
+        """Quarantine refused entries; if even that fails, the log holds them."""
+        try:
+            self.sink.quarantine(refused)
+        except Exception as exc:
+            log.error("audit quarantine failed (%s); the refused entries: %r", exc,
+                      [e for e, _, _ in refused])
+        with self._cv:
+            self.quarantined += len(refused)
+        if self.on_quarantine is not None:
+            self.on_quarantine(len(refused))

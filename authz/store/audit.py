@@ -21,9 +21,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from authz.audit.chain import GENESIS, AuditEntry, Break, sealed_fields, verify
+from authz.store import audit_quarantine
+from authz.store.audit_quarantine import Quarantined
 from authz.store.audit_schema import audit_entries as E
 from authz.store.audit_schema import audit_heads as H
-from authz.store.connect import WRITE, insert_ignore
+from authz.store.connect import WRITE, consistent_read, insert_ignore
 
 MAX_PAGE = 1000
 _FIELDS = tuple(f.name for f in dataclasses.fields(AuditEntry))
@@ -81,6 +83,8 @@ class Verdict:
     checked: int
     head: Head
     breaks: list[Break]
+    quarantined: int = 0  # entries the store refused, kept apart (audit_quarantine)
+    quarantine: tuple[Quarantined, ...] = ()  # the first of them
 
     @property
     def ok(self) -> bool:
@@ -211,22 +215,8 @@ class AuditStore:
 
     def query(self, q: Query) -> Page:
         """One page of an organization's entries in chain order, narrowed by `q`."""
-        limit = max(1, min(q.limit, MAX_PAGE))
-        stmt = sa.select(E).where(E.c.org_id == q.org_id, E.c.seq > q.after_seq)
-        if q.crm_user:
-            stmt = stmt.where(E.c.crm_user == q.crm_user)
-        if q.record_id:
-            stmt = stmt.where(E.c.record_id == q.record_id)
-        if q.decision_id:
-            stmt = stmt.where(E.c.decision_id == q.decision_id)
-        if q.since is not None:
-            stmt = stmt.where(E.c.at >= stamp(q.since))
-        if q.until is not None:
-            stmt = stmt.where(E.c.at < stamp(q.until))
         with self.engine.connect() as conn:
-            rows = conn.execute(stmt.order_by(E.c.seq).limit(limit + 1)).fetchall()
-        entries = [_entry(r) for r in rows[:limit]]
-        return Page(entries, entries[-1].seq if len(rows) > limit else 0)
+            return _query(conn, q)
 
     def entries(self, org_id: str, since: dt.datetime | None = None,
                 until: dt.datetime | None = None) -> Iterator[AuditEntry]:
@@ -240,19 +230,54 @@ class AuditStore:
             after = page.next_after
 
     def verify(self, org_id: str) -> Verdict:
-        """Walk the chain from the retention checkpoint to the head; name what does not hold."""
-        head = self.head(org_id)
-        n = 0
+        """Walk the chain from the retention checkpoint to the head; name what does not hold.
 
-        def counted() -> Iterator[AuditEntry]:
-            nonlocal n
-            for e in self.entries(org_id):
-                n += 1
-                yield e
+        One consistent prefix: the head and the entries are read in one snapshot (one
+        REPEATABLE READ transaction on PostgreSQL, one WAL read transaction on SQLite), and
+        only entries up to the head read there are walked. Appends commit entries and head
+        together, so a trail being written meanwhile is verified up to that head, never
+        reported broken; a concurrent trim is not seen half done.
+        """
+        with self.engine.connect() as conn, consistent_read(conn).begin():
+            row = conn.execute(sa.select(H).where(H.c.org_id == org_id)).first()
+            head = _head(row) if row is not None else Head(org_id)
+            n = 0
 
-        breaks = verify(counted(), head.checkpoint_hash, head.checkpoint_seq + 1,
-                        (head.seq, head.hash), org_id)
-        return Verdict(org_id, n, head, breaks)
+            def counted() -> Iterator[AuditEntry]:
+                nonlocal n
+                after = head.checkpoint_seq
+                while True:
+                    page = _query(conn, Query(org_id, after_seq=after, limit=MAX_PAGE),
+                                  through=head.seq)
+                    n += len(page.entries)
+                    yield from page.entries
+                    if not page.next_after:
+                        return
+                    after = page.next_after
+
+            breaks = verify(counted(), head.checkpoint_hash, head.checkpoint_seq + 1,
+                            (head.seq, head.hash), org_id)
+            count, first = audit_quarantine.listed(conn, org_id)
+        return Verdict(org_id, n, head, breaks, count, tuple(first))
+
+    def quarantine(self, refused: Sequence[tuple[AuditEntry, str, str]]) -> None:
+        """Keep (entry, reason, detail) apart: entries the store refused (see
+        authz.store.audit_quarantine)."""
+        audit_quarantine.keep(self.engine, refused)
+
+    @staticmethod
+    def refused(exc: Exception) -> str:
+        """Why the store refused a write's data (authz.audit.writer.Sink.refused), or ""
+        when the failure is the store's own: unreachable, disconnected, locked, timed out
+        (OperationalError, InterfaceError, pool errors), which a retry may cure."""
+        if isinstance(exc, sa.exc.DBAPIError):
+            if exc.connection_invalidated or isinstance(
+                    exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+                return ""
+            return f"the store refused the entry ({type(exc).__name__})"
+        if isinstance(exc, sa.exc.StatementError | ValueError | TypeError):
+            return "the store refused the entry (its values)"  # failed binding the parameters
+        return ""
 
     def export(self, out: TextIO, org_id: str | None = None, since: dt.datetime | None = None,
                until: dt.datetime | None = None) -> int:
@@ -330,6 +355,28 @@ class _Sealed(Sequence[AuditEntry]):
 
     def __repr__(self) -> str:
         return repr(list(self))
+
+
+
+def _query(conn: Connection, q: Query, through: int | None = None) -> Page:
+    """`AuditStore.query` on `conn`; `through` bounds the page to entries up to that seq."""
+    limit = max(1, min(q.limit, MAX_PAGE))
+    stmt = sa.select(E).where(E.c.org_id == q.org_id, E.c.seq > q.after_seq)
+    if through is not None:
+        stmt = stmt.where(E.c.seq <= through)
+    if q.crm_user:
+        stmt = stmt.where(E.c.crm_user == q.crm_user)
+    if q.record_id:
+        stmt = stmt.where(E.c.record_id == q.record_id)
+    if q.decision_id:
+        stmt = stmt.where(E.c.decision_id == q.decision_id)
+    if q.since is not None:
+        stmt = stmt.where(E.c.at >= stamp(q.since))
+    if q.until is not None:
+        stmt = stmt.where(E.c.at < stamp(q.until))
+    rows = conn.execute(stmt.order_by(E.c.seq).limit(limit + 1)).fetchall()
+    entries = [_entry(r) for r in rows[:limit]]
+    return Page(entries, entries[-1].seq if len(rows) > limit else 0)
 
 
 def _insert_head(conn: Connection, org_id: str) -> None:

@@ -1,7 +1,7 @@
 """Tables of the audit trail: the entries, and one head row per organization.
 
 Same metadata as authz.store.schema (imported at its end), created by Alembic revision
-0003_audit. Entries are append-only; the head row records the newest (seq, hash) so that
+0003_audit (quarantine: 0006_audit_quarantine). Entries are append-only; the head row records the newest (seq, hash) so that
 removing the newest entries is detected, and the retention checkpoint (the last trimmed
 entry's seq and hash) so that a trimmed chain still verifies from its first kept entry.
 """
@@ -56,4 +56,23 @@ audit_heads = sa.Table(
     sa.Column("trimmed_at", sa.DateTime(timezone=True), nullable=True),
     # Entries a full batched queue dropped under the "drop" policy: loss is never silent.
     sa.Column("dropped", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+# Entries the store refused while the rest of their batch was written (a poisoned entry:
+# say text PostgreSQL cannot hold). Kept apart, never silently lost: `entry` is the
+# entry's JSON with every non-ASCII and control character escaped (so it can always be
+# stored), `org_id`/`decision_id` the same escaping cut to the column, `reason` a stable
+# class a client may see, `detail` the store's own text for operators only.
+audit_quarantine = sa.Table(
+    "audit_quarantine",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("org_id", sa.String(128), nullable=False),
+    sa.Column("decision_id", sa.String(64), nullable=False),
+    sa.Column("quarantined_at", sa.String(32), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("entry", sa.Text, nullable=False),
+    sa.Index("ix_audit_quarantine_org", "org_id", "id"),
 )

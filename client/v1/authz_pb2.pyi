@@ -1820,6 +1820,8 @@ class VerifyAuditResponse(_message.Message):
     CHECKPOINT_SEQ_FIELD_NUMBER: _builtins.int
     PROBLEMS_FIELD_NUMBER: _builtins.int
     DROPPED_FIELD_NUMBER: _builtins.int
+    QUARANTINED_FIELD_NUMBER: _builtins.int
+    QUARANTINE_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
     """True when no entry was changed or removed."""
     checked: _builtins.int
@@ -1830,9 +1832,17 @@ class VerifyAuditResponse(_message.Message):
     """Entries up to this seq were trimmed by retention."""
     dropped: _builtins.int
     """Entries dropped by a full batched queue (policy "drop"): never silent."""
+    quarantined: _builtins.int
+    """Entries the store refused (a poisoned entry, say text it cannot hold), kept apart in
+    the quarantine with the reason while the rest of their batch was written.
+    """
     @_builtins.property
     def problems(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """One line per problem, naming the entry."""
+
+    @_builtins.property
+    def quarantine(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The first quarantined entries, one line each: decision id, when, and why."""
 
     def __init__(
         self,
@@ -1843,10 +1853,12 @@ class VerifyAuditResponse(_message.Message):
         checkpoint_seq: _builtins.int = ...,
         problems: _abc.Iterable[_builtins.str] | None = ...,
         dropped: _builtins.int = ...,
+        quarantined: _builtins.int = ...,
+        quarantine: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked", b"checked", "checkpoint_seq", b"checkpoint_seq", "dropped", b"dropped", "head_seq", b"head_seq", "ok", b"ok", "problems", b"problems"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked", b"checked", "checkpoint_seq", b"checkpoint_seq", "dropped", b"dropped", "head_seq", b"head_seq", "ok", b"ok", "problems", b"problems", "quarantine", b"quarantine", "quarantined", b"quarantined"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

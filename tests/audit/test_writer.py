@@ -4,6 +4,7 @@ either waits or drops with a count, never silently."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 
 import pytest
@@ -21,24 +22,37 @@ def entry(i: int, org: str = "acme-eu") -> AuditEntry:
 
 
 class Sink:
-    """Records batches; can be made to fail, or to hold every write until released."""
+    """Records batches; can be made to fail, or to hold every write until released, or to
+    refuse (as a store refuses data) any batch holding a poisoned decision id."""
 
     def __init__(self) -> None:
         self.batches: list[list[AuditEntry]] = []
         self.dropped: dict[str, int] = {}
         self.fail = False
+        self.poison: set[str] = set()
+        self.kept: list[tuple[AuditEntry, str, str]] = []
+        self.attempts = 0
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
 
     def append(self, entries: Sequence[AuditEntry], dropped: Mapping[str, int] | None = None) -> None:
+        self.attempts += 1
         self.entered.set()
         self.gate.wait(10)
         if self.fail:
             raise OSError("database unreachable")
+        if any(e.decision_id in self.poison for e in entries):
+            raise ValueError("text fields cannot contain NUL")
         self.batches.append(list(entries))
         for org, n in (dropped or {}).items():
             self.dropped[org] = self.dropped.get(org, 0) + n
+
+    def refused(self, exc: Exception) -> str:
+        return "refused" if isinstance(exc, ValueError) else ""
+
+    def quarantine(self, refused: Sequence[tuple[AuditEntry, str, str]]) -> None:
+        self.kept.extend(refused)
 
     @property
     def ids(self) -> list[str]:
@@ -65,8 +79,9 @@ def test_strict_write_failure_fails_the_waiting_call() -> None:
     w = AuditWriter(sink, WriteMode.STRICT)
     fut = w.submit([entry(1)])
     assert fut is not None
-    with pytest.raises(AuditUnavailable, match="unreachable"):
+    with pytest.raises(AuditUnavailable, match="could not record") as info:
         fut.result(5)
+    assert "unreachable" not in str(info.value)  # the store's own text stays in the log
     assert w.failed == 1
     w.close()
 
@@ -143,3 +158,74 @@ def test_off_records_nothing_and_close_drains_the_queue() -> None:
     w.submit([entry(2)])
     w.close()
     assert sink.ids == ["d2"]
+
+
+def test_batched_poisoned_entry_is_quarantined_and_the_rest_written_in_order() -> None:
+    sink = Sink()
+    sink.poison = {"d37"}
+    sink.gate.clear()
+    quarantined: list[int] = []
+    w = AuditWriter(sink, WriteMode.BATCHED, flush_interval=0.01, on_quarantine=quarantined.append)
+    for i in range(100):
+        w.submit([entry(i)])
+    sink.gate.set()
+    assert w.flush(5)
+    assert sink.ids == [f"d{i}" for i in range(100) if i != 37]
+    assert [e.decision_id for e, _, _ in sink.kept] == ["d37"] and sink.kept[0][1] == "refused"
+    assert "NUL" in sink.kept[0][2]  # the store's text is kept for operators
+    assert w.quarantined == 1 and quarantined == [1] and w.written == 99
+    assert sink.attempts < 30  # bisected, not one write per entry
+    w.close()
+
+
+def test_strict_only_the_poisoned_call_fails() -> None:
+    sink = Sink()
+    sink.poison = {"d5"}
+    sink.gate.clear()
+    w = AuditWriter(sink, WriteMode.STRICT)
+    futs = [w.submit([entry(i)]) for i in range(10)]
+    batch = w.submit([entry(20), entry(5), entry(21)])  # a CheckBatch holding the poison
+    sink.gate.set()
+    for i, fut in enumerate(futs):
+        assert fut is not None
+        if i == 5:
+            with pytest.raises(AuditUnavailable, match="refused"):
+                fut.result(5)
+        else:
+            fut.result(5)
+    assert batch is not None
+    with pytest.raises(AuditUnavailable):
+        batch.result(5)
+    assert "d5" not in sink.ids and {"d20", "d21"} <= set(sink.ids)
+    w.close()
+
+
+def test_a_store_that_is_down_is_retried_never_quarantined() -> None:
+    sink = Sink()
+    sink.fail = True
+    w = AuditWriter(sink, WriteMode.BATCHED, flush_interval=0.01, retry_delay=0.01)
+    for i in range(8):
+        w.submit([entry(i)])
+    assert not w.flush(0.2)
+    sink.fail = False
+    assert w.flush(5)
+    assert sink.ids == [f"d{i}" for i in range(8)] and sink.kept == [] and w.quarantined == 0
+    w.close()
+
+
+def test_waiting_for_room_ends_at_the_deadline_and_close_ends_in_time() -> None:
+    sink = Sink()
+    sink.gate.clear()  # a store that hangs
+    w = AuditWriter(sink, WriteMode.STRICT, queue_size=1)
+    held = w.submit([entry(0)])
+    assert sink.entered.wait(5)
+    waiting = w.submit([entry(1)])
+    with pytest.raises(AuditUnavailable, match="in time"):
+        w.submit([entry(2)], deadline=time.monotonic() + 0.2)
+    w.close(timeout=0.3)
+    assert held is not None and waiting is not None
+    with pytest.raises(AuditUnavailable, match="stopped"):
+        waiting.result(1)  # never acknowledged
+    with pytest.raises(AuditUnavailable):
+        w.submit([entry(3)])
+    sink.gate.set()

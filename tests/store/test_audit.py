@@ -199,3 +199,42 @@ def test_query_export_and_trim_commands(trail: AuditStore, db_url: str, tmp_path
     assert "acme-eu: trimmed 1 entries" in capsys.readouterr().out
     assert run_cli(db_url, "verify") == 0
     assert "trimmed up to entry 1" in capsys.readouterr().out
+
+
+def test_verify_under_concurrent_appends_checks_a_consistent_prefix(trail: AuditStore) -> None:
+    """A healthy trail being written is never reported broken: verify reads the head and
+    walks the entries up to it in one snapshot (issue 11 item 8)."""
+    trail.append([entry(0)])
+    stop = False
+    written = 0
+
+    def write() -> None:
+        nonlocal written
+        while not stop:
+            trail.append([entry(i) for i in range(5)])
+            written += 5
+
+    with ThreadPoolExecutor(1) as pool:
+        writing = pool.submit(write)
+        try:
+            verdicts = [trail.verify("acme-eu") for _ in range(30)]
+        finally:
+            stop = True
+        writing.result(30)
+    assert written > 0
+    assert [str(b) for v in verdicts for b in v.breaks] == []
+    assert all(v.checked == v.head.seq for v in verdicts)
+    assert len({v.head.seq for v in verdicts}) > 1  # it really ran while entries were added
+
+
+def test_quarantined_entries_are_counted_and_shown_by_verify(trail: AuditStore,
+                                                             db_url: str) -> None:
+    trail.append([entry(1)])
+    poisoned = dataclasses.replace(entry(2), record_id="inv\x00-1")
+    trail.quarantine([(poisoned, "the store refused the entry (DataError)", "NUL \x00 text")])
+    v = trail.verify("acme-eu")
+    assert v.ok and v.quarantined == 1 and v.checked == 1
+    (q,) = v.quarantine
+    assert q.decision_id == "dacme-eu2" and "DataError" in str(q) and "\\u0000" in q.entry
+    assert json.loads(q.entry)["record_id"] == "inv\x00-1"  # kept whole, escaped
+    assert run_cli(db_url, "verify") == 0
