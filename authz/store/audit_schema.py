@@ -1,7 +1,8 @@
 """Tables of the audit trail: the entries, and one head row per organization.
 
 Same metadata as authz.store.schema (imported at its end), created by Alembic revision
-0003_audit (quarantine: 0006_audit_quarantine). Entries are append-only; the head row records the newest (seq, hash) so that
+0003_audit (the quarantine by 0006_audit_quarantine). Entries are append-only; the head
+row records the newest (seq, hash) so that
 removing the newest entries is detected, and the retention checkpoint (the last trimmed
 entry's seq and hash) so that a trimmed chain still verifies from its first kept entry.
 """
