@@ -1,4 +1,5 @@
-"""authz_client: a thin typed SDK for the authz gRPC API (installed as `authz_client`).
+"""authz_client: a thin typed SDK for the authz gRPC API (installed as `authz_client`,
+distributed alone as `authz-client`: needs only grpcio, protobuf, googleapis-common-protos).
 
     from authz_client import AuthzClient
     with AuthzClient("127.0.0.1:50051") as authz:
@@ -8,7 +9,20 @@
             raise PermissionError(result.message)
 """
 
-from .client import AsyncAuthzClient, AuthzClient, AuthzRpcError, query
+from ._version import __version__
+from .aio import AsyncAuthzClient
+from .client import DEFAULT_DEADLINE, AuthzClient, query
+from .coalesce import Stats as CoalesceStats
+from .errors import AuthzRpcError, AuthzUnavailable
+from .results import (
+    AttributeResult,
+    ListFilterResult,
+    MigrateResult,
+    MigrationCandidate,
+    MigrationExclusion,
+    MigrationJob,
+    MigrationUserResult,
+)
 from .types import (
     SERVER_UNAVAILABLE,
     Approval,
@@ -21,16 +35,27 @@ from .types import (
 )
 
 __all__ = [
+    "DEFAULT_DEADLINE",
     "SERVER_UNAVAILABLE",
     "Approval",
     "AsyncAuthzClient",
+    "AttributeResult",
     "AuthzClient",
     "AuthzRpcError",
+    "AuthzUnavailable",
     "CheckError",
     "CheckQuery",
     "CheckResult",
+    "CoalesceStats",
     "FieldViolation",
     "Identity",
+    "ListFilterResult",
+    "MigrateResult",
+    "MigrationCandidate",
+    "MigrationExclusion",
+    "MigrationJob",
+    "MigrationUserResult",
     "Record",
+    "__version__",
     "query",
 ]

@@ -120,7 +120,6 @@ class CheckResult:
 
     @classmethod
     def from_proto(cls, m: pb.CheckResponse) -> CheckResult:
-        i = m.identity
         approval = None
         if m.HasField("approval"):
             a = m.approval
@@ -132,11 +131,7 @@ class CheckResult:
             allowed=m.decision == pb.DECISION_ALLOW,
             reason=_enum(pb.Reason.Name(m.reason), "REASON_"),
             message=m.message,
-            identity=Identity(
-                kind=_enum(pb.IdentityKind.Name(i.kind), "IDENTITY_KIND_"),
-                crm_user_id=i.crm_user_id, email=i.email, display_name=i.display_name,
-                books_user_id=i.books_user_id, subscriptions_user_id=i.subscriptions_user_id,
-                integration_user_id=i.integration_user_id, roles=tuple(i.roles)),
+            identity=identity_of(m.identity),
             mode=_enum(pb.Mode.Name(m.mode), "MODE_"),
             hidden_fields=tuple(m.hidden_fields),
             read_only_fields=tuple(m.read_only_fields),
@@ -152,8 +147,19 @@ class CheckResult:
         )
 
 
-def _enum(name: str, prefix: str) -> str:
+def enum_name(name: str, prefix: str) -> str:
+    """"REASON_ACTION_NOT_GRANTED" -> "action_not_granted"."""
     return name.removeprefix(prefix).lower()
+
+
+_enum = enum_name
+
+
+def identity_of(i: pb.Identity) -> Identity:
+    return Identity(kind=_enum(pb.IdentityKind.Name(i.kind), "IDENTITY_KIND_"),
+                    crm_user_id=i.crm_user_id, email=i.email, display_name=i.display_name,
+                    books_user_id=i.books_user_id, subscriptions_user_id=i.subscriptions_user_id,
+                    integration_user_id=i.integration_user_id, roles=tuple(i.roles))
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from authz.v1 import authz_pb2, authz_pb2_grpc
 from . import extauthz, reflection
 from .audit_rpc import AuditRpc, open_audit
 from .config import Config
-from .logs import event, setup_logging
+from .logs import event, route_stderr, setup_logging
 from .ops import Ops
 from .service import AuthzService, Store
 
@@ -172,7 +172,7 @@ def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
 
 
 def run(config: Config) -> int:
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, route_stderr())  # every line JSON, gRPC core's too
     # The audit writer thread holds the GIL in bursts (SQLAlchemy, hashing); with the
     # default 5 ms switch interval a Check arriving mid-burst waits up to 5 ms for it.
     sys.setswitchinterval(SWITCH_INTERVAL)

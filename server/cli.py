@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 # Modules exposing register(subparsers); missing ones are skipped so that partial
 # installs still offer what they have.
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="authz",
         description="Authorization server for finance operations taken from a CRM.",
     )
+    parser.add_argument("--version", action="version", version=f"authz {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_GROUPS:
@@ -40,6 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(sub)
     return parser
+
+
+def _version() -> str:
+    """The project's one version (client/_version.py, read by both pyproject files)."""
+    if TYPE_CHECKING:  # mypy, run over the source tree, knows the client as `client`
+        from client._version import __version__
+    else:
+        from authz_client._version import __version__
+    return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

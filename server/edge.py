@@ -37,10 +37,11 @@ from authz.v1 import authz_pb2 as pb
 
 from . import convert, limits, metrics
 from .callers import current_caller
-from .logs import event
+from .logs import Throttle, event
 from .security import Authenticator, Forbidden, Unauthenticated, authorize
 
 log = logging.getLogger("authz.server")
+UNAUTHENTICATED = Throttle(60.0)  # the INFO summary of unauthenticated calls
 SERVICE_PREFIX = "/" + pb.DESCRIPTOR.services_by_name["AuthzService"].full_name + "/"
 UNGATED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # A database that cannot be reached is an outage, not a bug: UNAVAILABLE, retryable.
@@ -121,8 +122,14 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             caller = self.auth.authenticate(context)
         except Unauthenticated as exc:
             metrics.AUTH_FAILURES.labels("UNAUTHENTICATED").inc()
-            event(log, logging.INFO, "unauthenticated", method=name, peer=context.peer(),
+            # Each at DEBUG; at INFO a summary at most once a minute (a misconfigured
+            # caller retrying must not flood the log).
+            event(log, logging.DEBUG, "unauthenticated", method=name, peer=context.peer(),
                   error=str(exc))
+            summary = UNAUTHENTICATED.note(name)
+            if summary is not None:
+                event(log, logging.INFO, "unauthenticated_summary", last_error=str(exc),
+                      **summary)
             await _abort(context, name, grpc.StatusCode.UNAUTHENTICATED, str(exc))
         if isinstance(request, limits.Undecodable):
             await _abort(context, name, grpc.StatusCode.INVALID_ARGUMENT,

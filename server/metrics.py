@@ -8,6 +8,12 @@ for reload failures (a failing organization is rare and worth naming).
 The hooks (`audit_queue_depth`, `audit_dropped`, `migration_jobs`) are plain functions so
 the audit and migration code can report without knowing whether metrics are served.
 If prometheus_client is missing they do nothing: metrics must never stop decisions.
+
+With `--workers N` every worker counts into prometheus_client's multiprocess files (the
+parent sets PROMETHEUS_MULTIPROC_DIR to a folder of its own for the run, and removes it
+at exit); the worker serving /metrics then reports the sum over all workers, and process
+metrics (CPU, memory, open files) per worker with a `pid` label. Gauges say how they
+combine across workers (`multiprocess_mode`); a single process ignores that.
 """
 
 from __future__ import annotations
@@ -15,7 +21,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-from collections.abc import Iterator
+import os
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("authz.server")
@@ -42,6 +51,7 @@ class _Noop:
         pass
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REGISTRY: Any = _prom.CollectorRegistry() if _prom is not None else None
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -63,7 +73,8 @@ AUTH_FAILURES = _metric("Counter", "authz_auth_failures_total",
                         "Calls refused at the gate: unauthenticated or permission denied.",
                         ("code",))
 AUDIT_QUEUE_DEPTH = _metric("Gauge", "authz_audit_queue_depth",
-                            "Audit records waiting in the batched writer's queue.")
+                            "Audit records waiting in the batched writer's queue.",
+                            multiprocess_mode="livesum")
 AUDIT_DROPPED = _metric("Counter", "authz_audit_dropped_total",
                         "Audit records dropped because the queue was full (never silent).")
 AUDIT_QUARANTINED = _metric("Counter", "authz_audit_quarantined_total",
@@ -76,9 +87,11 @@ RELOAD_FAILURES = _metric("Counter", "authz_policy_reload_failures_total",
                           ("org_id",))
 RELOAD_FAILING = _metric("Gauge", "authz_policy_reload_failing",
                          "1 while an organization's policy on disk is broken and an older "
-                         "revision serves.", ("org_id",))
-MIGRATION_JOBS = _metric("Gauge", "authz_migration_jobs", "Migration jobs by state.", ("state",))
-STORE_UP = _metric("Gauge", "authz_store_up", "1 when the last database probe succeeded.")
+                         "revision serves.", ("org_id",), multiprocess_mode="livemax")
+MIGRATION_JOBS = _metric("Gauge", "authz_migration_jobs", "Migration jobs by state.", ("state",),
+                         multiprocess_mode="livemax")
+STORE_UP = _metric("Gauge", "authz_store_up", "1 when the last database probe succeeded.",
+                   multiprocess_mode="livemin")
 
 
 # --- hooks for the audit and migration code -----------------------------------------
@@ -105,11 +118,65 @@ def migration_jobs(state: str, n: int) -> None:
 
 # --- exposition -----------------------------------------------------------------------
 
+def multiprocess_dir() -> Path | None:
+    """The folder workers count into, when this run has several."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    return Path(folder) if folder else None
+
+
+def exposition_registry() -> Any:
+    """What /metrics reports: this process's registry plus its process metrics, or, with
+    several workers, the sum over all workers' files plus each worker's process metrics."""
+    folder = multiprocess_dir()
+    if folder is None:
+        if not getattr(REGISTRY, "_authz_process", False):
+            _prom.ProcessCollector(registry=REGISTRY)
+            REGISTRY._authz_process = True
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    registry = _prom.CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(folder))  # type: ignore[no-untyped-call]
+    registry.register(WorkerProcesses(folder))
+    return registry
+
+
+class WorkerProcesses:
+    """process_* metrics of every worker counting into `folder`, labelled by pid (the pids
+    are in the names of the files prometheus_client writes there); read at scrape time,
+    so idle workers spend nothing on it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def pids(self) -> list[int]:
+        found = {int(m.group(1)) for f in os.listdir(self.folder)
+                 if (m := re.search(r"_(\d+)\.db$", f))}
+        return sorted(pid for pid in found if Path(f"/proc/{pid}").exists())
+
+    def collect(self) -> Iterable[Any]:
+        merged: dict[str, Any] = {}
+        for pid in self.pids():
+            collector = _prom.ProcessCollector(pid=_const(pid), registry=None)
+            for family in collector.collect():
+                out = merged.get(family.name)
+                if out is None:
+                    out = merged[family.name] = _prom.Metric(family.name, family.documentation,
+                                                             family.type)
+                for sample in family.samples:
+                    out.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+        return list(merged.values())
+
+
+def _const(pid: int) -> Any:
+    return lambda: pid
+
+
 def render() -> bytes:
     """The text exposition format (what /metrics returns)."""
     if _prom is None:
         return b""
-    out: bytes = _prom.generate_latest(REGISTRY)
+    out: bytes = _prom.generate_latest(exposition_registry())
     return out
 
 
@@ -121,7 +188,7 @@ class MetricsServer:
             raise RuntimeError("metrics_listen is set but prometheus_client is not installed")
         host, _, port = listen.rpartition(":")
         self._server, self._thread = _prom.start_http_server(int(port), host.strip("[]") or "127.0.0.1",
-                                                             registry=REGISTRY)
+                                                             registry=exposition_registry())
         self.port: int = self._server.server_port
 
     def close(self) -> None:

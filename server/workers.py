@@ -8,6 +8,10 @@ compiled policy folder. The parent only starts the workers, forwards SIGTERM, SI
 SIGHUP to them, and exits with the worst exit code once they have all stopped; a worker
 that dies takes the others down, so a supervisor sees the failure instead of a server
 quietly running at reduced capacity.
+
+Metrics: the parent gives the run a fresh PROMETHEUS_MULTIPROC_DIR before the workers
+start (they inherit it), so every worker counts into files there and the one serving
+/metrics reports the sum (server/metrics.py); the folder is removed when the run ends.
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
 import time
 from types import FrameType
 
 from .config import Config, ConfigError
 from .logs import event, setup_logging
+from .metrics import MULTIPROC_ENV
 
 log = logging.getLogger("authz.server")
 
@@ -56,6 +63,16 @@ def run_workers(config: Config) -> int:
     except ConfigError as exc:
         event(log, logging.ERROR, "start_failed", error=str(exc))
         return 2
+    folder = tempfile.mkdtemp(prefix="authz-metrics-")
+    os.environ[MULTIPROC_ENV] = folder  # inherited by the spawned workers
+    try:
+        return _run(configs, config.listen, folder)
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(configs: list[Config], listen: str, metrics_dir: str) -> int:
     ctx = multiprocessing.get_context("spawn")  # no gRPC state is ever forked
     procs = [ctx.Process(target=_worker, args=(cfg,), name=f"authz-worker-{i}")
              for i, cfg in enumerate(configs)]
@@ -72,8 +89,8 @@ def run_workers(config: Config) -> int:
         signal.signal(sig, relay)
     for p in procs:
         p.start()
-    event(log, logging.INFO, "workers", count=len(procs), listen=config.listen,
-          pids=[p.pid for p in procs])
+    event(log, logging.INFO, "workers", count=len(procs), listen=listen,
+          pids=[p.pid for p in procs], metrics_dir=metrics_dir)
     while any(p.exitcode is None for p in procs):
         if not stopping and any(p.exitcode not in (None, 0) for p in procs):
             event(log, logging.ERROR, "worker_died", exitcodes=[p.exitcode for p in procs])
