@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -100,10 +101,16 @@ def test_no_retry_budget_means_no_retry(tmp_path: Path) -> None:
     assert r.reason == SERVER_UNAVAILABLE and time.monotonic() - t0 < 1.5
 
 
-def test_deadline_exceeded_fails_closed(server: ServerProc) -> None:
-    """A server that does not answer within the deadline counts as unavailable."""
-    with AuthzClient(server.address, deadline=0.3) as c:
-        r = c.check(*ARGS, min_revision=10**9)  # the store waits ~2 s for this revision
+def test_deadline_exceeded_fails_closed() -> None:
+    """A server that does not answer within the deadline counts as unavailable: a socket
+    that accepts the connection and never speaks (the server's own waits now end before
+    the call's deadline, so a real server answers FAILED_PRECONDITION in time)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        with AuthzClient(address, deadline=0.3, retries=0) as c:
+            r = c.check(*ARGS)
     assert not r.allowed and r.reason == SERVER_UNAVAILABLE
     assert "DEADLINE_EXCEEDED" in r.message
 

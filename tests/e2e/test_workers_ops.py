@@ -5,6 +5,7 @@ included."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,11 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPr
         mp.setenv("GRPC_VERBOSITY", "INFO")  # makes gRPC core write lines of its own
         srv = start_server(work, url, "--workers", "2", "--metrics-listen",
                            f"127.0.0.1:{metrics_port}")
+    # Health answers once one worker serves; the test needs both listening.
+    deadline = time.monotonic() + 60
+    while srv.log().count('"event": "serving"') < 2:
+        assert time.monotonic() < deadline, srv.log()
+        time.sleep(0.1)
     yield srv, metrics_port
     if srv.proc.poll() is None:
         assert srv.stop() == 0, srv.log()
