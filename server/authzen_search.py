@@ -27,6 +27,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from authz.engine.decide import validate
 from authz.engine.engine import Engine
 from authz.engine.listfilter import FIELDS, matches
 from authz.errors import InvalidArgument
@@ -113,6 +114,7 @@ def _candidate(body: Mapping[str, Any], msg: pb.CheckRequest, item: Any, at: str
 def list_filter(engine: Engine, search: Search) -> pb.ListFilterResponse:
     """The ListFilter RPC's own function (synchronous: a worker thread runs it)."""
     q = search.request
+    validate(convert.check_request(q))  # Check's own rules (product, module, action, user)
     lf = pb.ListFilterRequest(org_id=q.org_id, user=q.user, module=q.module, action=q.action,
                               product=q.product, channel=q.channel, min_revision=q.min_revision)
     return listfilter_rpc.list_filter(engine, lf)

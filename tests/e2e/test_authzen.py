@@ -396,6 +396,9 @@ def test_workers_share_the_http_port(tmp_path: Path, db_url: str) -> None:
         worker_configs(Config(listen="127.0.0.1:50999", http_listen="127.0.0.1:0", workers=2))
     proc = start_server(tmp_path, db_url, "--workers", "2", http=True)
     try:
+        deadline = time.monotonic() + 30  # both workers ready (a starting one answers 503)
+        while proc.log().count('"event": "serving"') < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         for _ in range(10):
             status, _, answer = call(proc, "/access/v1/evaluation", {
                 "subject": subject(), "action": {"name": "view"},
