@@ -110,6 +110,8 @@ class DirectorySnapshot:
     # The organization's migration state from the store; None for a directory held in
     # memory (policy test suites, benchmarks), which decides as unified.
     mode: OrgMode | None = None
+    # by (product, user id): approvers named by id are shown by name
+    finance_by_id: dict[tuple[str, str], FinanceUser] = field(default_factory=dict)
     # Identities resolved against this snapshot, by the user key a request named (filled
     # by authz.engine.identity): a snapshot is immutable, so an entry stays right for its
     # lifetime and dies with it; resolving is a third of a decision otherwise.
@@ -132,7 +134,8 @@ class DirectorySnapshot:
         for f in finance_users:
             finance.setdefault(email_key(f.email), {})[f.product] = f
         integ = {i.crm_user_id: i for i in integration_users}
-        return cls(org_id, revision, crm, by_email, finance, integ, mode)
+        by_id = {(f.product, f.user_id): f for fs in finance.values() for f in fs.values()}
+        return cls(org_id, revision, crm, by_email, finance, integ, mode, finance_by_id=by_id)
 
     def crm_user(self, key: str) -> CrmUser | None:
         """Find a CRM user by id or by e-mail."""

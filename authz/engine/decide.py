@@ -29,12 +29,12 @@ from authz.decision import (
     Reason,
     Record,
 )
-from authz.directory import CrmUser, DirectorySnapshot
+from authz.directory import CrmUser, DirectorySnapshot, FinanceUser
 from authz.engine.identity import resolve_cached
 from authz.engine.index import FlowInfo, OrgIndex
 from authz.engine.mode import legacy_reason
 from authz.errors import InvalidArgument
-from authz.policy.compiler import INTEGRATION_ROLE
+from authz.policy.compiler import INTEGRATION_ROLE, approver_key
 
 MAX_FIELDS = 200
 MAX_TEXT = 256
@@ -353,11 +353,12 @@ def _check_approver(ctx: _Ctx, v: PolicyView, flow: FlowInfo | None, crm: CrmUse
     if level > flow.levels:
         return ctx.deny(Reason.NOT_APPROVER, f"approval rule {flow.id} has {flow.levels} "
                         f"level(s); the record is at level {level}")
-    if not v.is_approver(roles, email, product, module, flow.id, level):
+    if not approves(v, roles, email, _uid(ctx.identity, product), product, module, flow.id,
+                    level):
         r_, u_ = ctx.org.level_approvers(product, module, flow.id, level)
         return ctx.deny(Reason.NOT_APPROVER,
                         f"level {level} of approval rule {flow.id} is approved by "
-                        + ", ".join([*r_, *u_]))
+                        + ", ".join([*r_, *(_user_label(ctx.snap, u) for u in u_)]))
     ctx.product = product
     if req.explain:
         ctx.rules.append(f"p3, ..., {product}, {module}, {flow.id}, {level}")
@@ -380,8 +381,9 @@ def _obligation(ctx: _Ctx, v: PolicyView, flow: FlowInfo | None, email: str,
     if ctx.org.allow_self_approval:
         if v.grant(roles, product, module, "final_approve", assigned, channel) is not None:
             level = flow.levels + 1
-        while level <= flow.levels and v.is_approver(roles, email, product, module, flow.id,
-                                                     level):
+        uid = _uid(ctx.identity, product)
+        while level <= flow.levels and approves(v, roles, email, uid, product, module, flow.id,
+                                                level):
             level += 1
     if level > flow.levels:
         return ApprovalObligation(ApprovalOutcome.AUTO_APPROVED, rule=flow.id,
@@ -389,4 +391,40 @@ def _obligation(ctx: _Ctx, v: PolicyView, flow: FlowInfo | None, email: str,
     approver_roles, approver_users = ctx.org.level_approvers(product, module, flow.id, level)
     return ApprovalObligation(ApprovalOutcome.PENDING_APPROVAL, rule=flow.id, level=level,
                               levels=flow.levels, approver_roles=approver_roles,
-                              approver_users=approver_users)
+                              approver_users=tuple(_user_email(ctx.snap, u)
+                                                   for u in approver_users))
+
+
+def approves(v: PolicyView, roles: tuple[str, ...], email: str, uid: str,
+             product: str, module: str, flow: str, level: int) -> bool:
+    """Whether the user approves at this level: by role, by e-mail, or named by `uid`, their
+    user id in the product (importing from Books keeps Books user ids as approvers' ids)."""
+    if v.is_approver(roles, email, product, module, flow, level):
+        return True
+    return bool(uid) and v.is_approver((), approver_key(product, uid), product, module, flow,
+                                       level)
+
+
+def _uid(identity: Identity, product: str) -> str:
+    if product == catalog.BOOKS:
+        return identity.books_user_id
+    return identity.subscriptions_user_id if product == catalog.SUBSCRIPTIONS else ""
+
+
+def _named(snap: DirectorySnapshot, user: str) -> FinanceUser | None:
+    product, _, uid = user.partition(":")
+    return None if "@" in user else snap.finance_by_id.get((product, uid))
+
+
+def _user_label(snap: DirectorySnapshot, user: str) -> str:
+    """An approver as a person reads it: the e-mail, or the name behind a product user id."""
+    if "@" in user:
+        return user
+    product, _, uid = user.partition(":")
+    fin = _named(snap, user)
+    return f"{fin.name} ({product} user {uid})" if fin else f"{product} user {uid}"
+
+
+def _user_email(snap: DirectorySnapshot, user: str) -> str:
+    fin = _named(snap, user)
+    return fin.email if fin is not None else user

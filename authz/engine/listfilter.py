@@ -24,7 +24,7 @@ from typing import Any
 from authz import catalog
 from authz.decision import Channel
 from authz.directory import DirectorySnapshot
-from authz.engine.decide import PolicyView
+from authz.engine.decide import PolicyView, approves
 from authz.engine.identity import resolve
 from authz.engine.index import FlowInfo, ModuleApprovalInfo, OrgIndex
 from authz.engine.mode import legacy_reason
@@ -78,7 +78,7 @@ def _level_is(level: int) -> Filter:
 
 
 def _approver_cond(view: PolicyView, approval: ModuleApprovalInfo, roles: tuple[str, ...],
-                   email: str, product: str, module: str) -> Filter:
+                   email: str, uid: str, product: str, module: str) -> Filter:
     """Records whose applicable rule and current level name this user as approver."""
     options: list[Filter] = []
     earlier: list[Filter] = []
@@ -88,7 +88,7 @@ def _approver_cond(view: PolicyView, approval: ModuleApprovalInfo, roles: tuple[
         if flow.outcome != "levels":
             continue
         levels = [n for n in range(1, flow.levels + 1)
-                  if view.is_approver(roles, email, product, module, flow.id, n)]
+                  if approves(view, roles, email, uid, product, module, flow.id, n)]
         options.append(and_(applies, or_(*(_level_is(n) for n in levels))))
     return or_(*options)
 
@@ -159,7 +159,9 @@ def _product_rules(org: OrgIndex, v: PolicyView, fin: Any, roles: tuple[str, ...
             if not org.allow_self_approval:
                 conds.append({"op": "ne", "field": "created_by", "value": crm_id})
             if action != "final_approve":
-                conds.append(_approver_cond(v, approval, roles, email, product, module))
+                conds.append(_approver_cond(v, approval, roles, email,
+                                            fin.user_id if fin is not None else "", product,
+                                            module))
     elif action in catalog.APPROVAL_ACTIONS:
         return FALSE
     return and_(*conds)

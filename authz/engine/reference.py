@@ -34,7 +34,7 @@ from casbin.persist.adapters import FileAdapter
 from authz import catalog
 from authz.decision import CheckRequest
 from authz.directory import CrmUser, DirectorySnapshot
-from authz.policy.compiler import INTEGRATION_ROLE, MODEL_CONF, user_subject
+from authz.policy.compiler import INTEGRATION_ROLE, MODEL_CONF, approver_key, user_subject
 
 #: Which request fields key each policy type's lines (positions in both r and p).
 _KEYS: dict[str, tuple[int, ...]] = {"p": (1, 2, 3), "p2": (1, 2, 3), "p3": (1, 2, 3, 4),
@@ -72,7 +72,11 @@ def _subject_roles(snap: DirectorySnapshot, crm: CrmUser, products: Sequence[str
     finance = {p: f for p, f in snap.finance_users(crm).items() if p in products}
     if finance:
         roles = tuple(f"{p}:{f.role_id}" for p, f in finance.items() if f.status == "active")
-        return user_subject(crm.email), roles
+        # Approvers named by their product user id (Books ids kept): the user holds that
+        # subject too, so Casbin's g links decide it as they decide roles.
+        named = tuple(user_subject(approver_key(p, f.user_id)) for p, f in finance.items()
+                      if f.status == "active")
+        return user_subject(crm.email), (roles + named if roles else ())
     if crm.id in snap.integration_users:
         return integration_subject(crm.id), (INTEGRATION_ROLE,)
     return integration_subject(crm.id), ()

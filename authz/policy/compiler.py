@@ -72,6 +72,12 @@ def user_subject(email: str) -> str:
     return f"user:{email.strip().casefold()}"
 
 
+def approver_key(product: str, user_id: str) -> str:
+    """How an approver named by their id in a product (Books ids stay ids) is keyed:
+    `books:982000000012345`; its Casbin subject is `user_subject` of it."""
+    return f"{product}:{user_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledOrg:
     """An organization's compiled policy, as bytes ready to write."""
@@ -117,7 +123,8 @@ def _approver_lines(org: Organization) -> Iterator[list[str]]:
         for flow in approval.flows:
             for n, level in enumerate(flow.levels, start=1):
                 subjects = {f"{approval.product}:{rid}" for rid in level.roles}
-                subjects |= {user_subject(u) for u in level.users}
+                subjects |= {user_subject(u if "@" in u else approver_key(approval.product, u))
+                             for u in level.users}
                 subjects |= {a.key for a in admins if a.product == approval.product}
                 for subject in sorted(subjects):
                     yield ["p3", subject, approval.product, approval.module, flow.id, str(n)]

@@ -34,7 +34,8 @@ def _outcomes(org: Organization, tree: PolicyTree) -> dict[str, Any]:
         elif kind == "p2":
             fields[(line[1], f"{line[2]}/{line[3]}")][line[4]] = line[5]
         elif kind == "p3":
-            approvers[(f"{line[2]}/{line[3]}", line[4])].add(f"level {line[5]}: {line[1]}")
+            approvers[(f"{line[2]}/{line[3]}", line[4])].add(f"level {line[5]}: {line[1]}"
+                                                              + _role_name(org, line[1]))
         elif kind == "p4":
             blocked[f"{line[1]}/{line[2]}"].add(line[3])
     manifest = compiler.manifest_of(org, tree)
@@ -44,8 +45,21 @@ def _outcomes(org: Organization, tree: PolicyTree) -> dict[str, Any]:
     types = {k: cfg["type"] for k, cfg in manifest["approvals"].items()}
     settings = {k: manifest[k] for k in ("effective_mode", "products", "integration_user_quota",
                                           "allow_self_approval", "integration_owner")}
+    names = {k: r["name"] for k, r in manifest["roles"].items() if k.split(":")[1].isdigit()}
     return {"grants": grants, "fields": fields, "approvers": approvers, "blocked": blocked,
-            "rules": rules, "types": types, "settings": settings}
+            "rules": rules, "types": types, "settings": settings, "names": names}
+
+
+def _named(subject: str, x: dict[str, Any], y: dict[str, Any]) -> str:
+    """A role subject with its name when the id does not say it (Books' numeric role ids)."""
+    name = y["names"].get(subject) or x["names"].get(subject)
+    return f"{subject} ({name})" if name else subject
+
+
+def _role_name(org: Organization, subject: str) -> str:
+    """` (name)` after a role subject whose id is a finance product's number."""
+    role = next((r for r in org.roles if r.key == subject and r.id.isdigit()), None)
+    return f" ({role.name})" if role else ""
 
 
 def diff_trees(a: PolicyTree, b: PolicyTree) -> list[str]:
@@ -75,15 +89,15 @@ def _diff_org(x: dict[str, Any], y: dict[str, Any]) -> list[str]:
     for role, module in sorted(x["grants"].keys() | y["grants"].keys()):
         before, after = x["grants"].get((role, module), set()), y["grants"].get((role, module), set())
         if added := sorted(after - before):
-            out.append(f"role {role} on {module}: + {', '.join(added)}")
+            out.append(f"role {_named(role, x, y)} on {module}: + {', '.join(added)}")
         if removed := sorted(before - after):
-            out.append(f"role {role} on {module}: - {', '.join(removed)}")
+            out.append(f"role {_named(role, x, y)} on {module}: - {', '.join(removed)}")
     for role, module in sorted(x["fields"].keys() | y["fields"].keys()):
         before, after = x["fields"].get((role, module), {}), y["fields"].get((role, module), {})
         for f in sorted(before.keys() | after.keys()):
             if before.get(f) != after.get(f):
-                out.append(f"role {role} field {module}.{f}: {before.get(f, 'unrestricted')} -> "
-                           f"{after.get(f, 'unrestricted')}")
+                out.append(f"role {_named(role, x, y)} field {module}.{f}: "
+                           f"{before.get(f, 'unrestricted')} -> {after.get(f, 'unrestricted')}")
     for module in sorted(x["types"].keys() | y["types"].keys()):
         if x["types"].get(module) != y["types"].get(module):
             out.append(f"approval on {module}: {x['types'].get(module, 'none')} -> "

@@ -35,6 +35,10 @@ from authz.policy.yamlsrc import Path_, Source, load
 
 ORG_FILES = ("organization.yaml", "roles.yaml", "fields.yaml", "approvals.yaml")
 _ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+#: Role and approval rule ids: our slugs, or a finance product's own numeric ids (roles
+#: imported from Books keep Books' role ids; names are what messages show).
+_ROLE_ID = re.compile(r"^(?:[a-z][a-z0-9_]{0,62}|[0-9]{1,30})$")
+_USER_ID = re.compile(r"^[0-9]{1,30}$")
 _ORG_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_LEVELS = 10
@@ -51,7 +55,7 @@ def _read_roles(r: Reader, product: str, path: Path_, predefined: bool) -> list[
         rp = (*path, i)
         r.mapping(rp, ("id", "name", "scope", "protected_data", "admin", "permissions",
                        "exclude_modules"))
-        rid = r.string((*rp, "id"), pattern=_ID)
+        rid = r.string((*rp, "id"), pattern=_ROLE_ID)
         name = r.string((*rp, "name"), default=rid)
         scope = r.string((*rp, "scope"), required=False, choices=("all", "assigned_customers"),
                          default="all")
@@ -165,8 +169,9 @@ def _read_level(r: Reader, lp: Path_, product: str, roles: dict[str, Role]) -> L
             r.fail((*lp, "roles", k), f"unknown approver role in {product}", rid,
                    "a role defined in roles.yaml or a predefined role")
     for k, email in enumerate(users):
-        if not _EMAIL.match(email):
-            r.fail((*lp, "users", k), "approver user must be an e-mail address", email)
+        if not _EMAIL.match(email) and not _USER_ID.match(email):
+            r.fail((*lp, "users", k), "approver user must be an e-mail address or the "
+                   f"user's numeric {product} user id", email)
     if not level_roles and not users:
         r.fail(lp, "approval level has no approvers", None, "roles and/or users")
     return Level(tuple(sorted(set(level_roles))), tuple(sorted({u.casefold() for u in users})))
@@ -188,7 +193,7 @@ def _read_custom(r: Reader, ap: Path_, product: str, roles: dict[str, Role]) -> 
     for i, _ in enumerate(r.seq((*ap, "rules"))):
         fp = (*ap, "rules", i)
         r.mapping(fp, ("id", "priority", "when", "levels", "outcome"))
-        fid = r.string((*fp, "id"), pattern=_ID)
+        fid = r.string((*fp, "id"), pattern=_ROLE_ID)
         if fid in ids:
             r.fail((*fp, "id"), "duplicate approval rule id", fid)
         ids.add(fid)

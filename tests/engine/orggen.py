@@ -39,6 +39,11 @@ def email(uid: str) -> str:
     return f"{uid}@rand.example"
 
 
+def finance_id(uid: str) -> str:
+    """A user's numeric id in each finance product (as Books ids are; approvers may be named by it)."""
+    return str(1000 + USERS.index(uid))
+
+
 @dataclass(frozen=True)
 class OrgSpec:
     """The YAML documents of one organization, keyed by file name."""
@@ -81,9 +86,10 @@ def _levels(draw: st.DrawFn, roles: list[str]) -> list[dict[str, Any]]:
     levels = []
     for _ in range(draw(st.integers(1, 3))):
         lv: dict[str, Any] = {"roles": _subset(draw, roles, 0, 2)}
-        users = [email(u) for u in _subset(draw, USERS, 0 if lv["roles"] else 1, 2)]
+        users = _subset(draw, USERS, 0 if lv["roles"] else 1, 2)
         if users:
-            lv["users"] = [u.upper() if draw(st.booleans()) else u for u in users]
+            lv["users"] = [draw(st.sampled_from([email(u), email(u).upper(), finance_id(u)]))
+                           for u in users]
         levels.append(lv)
     return levels
 
@@ -184,7 +190,7 @@ def _directory(rng: random.Random, spec: OrgSpec) -> DirectorySnapshot:
                 continue
             roles = ["admin", *PREDEFINED_NON_ADMIN[product], *spec.custom_roles.get(product, ())]
             fin.append(FinanceUser(
-                product, f"{product[0]}-{uid}", email(uid).upper() if rng.random() < 0.3
+                product, finance_id(uid), email(uid).upper() if rng.random() < 0.3
                 else email(uid), uid, rng.choice(roles),
                 "inactive" if rng.random() < 0.1 else "active",
                 (rng.choice(LOCATIONS),) if rng.random() < 0.15 else (),
@@ -210,8 +216,8 @@ def _approval_pairs(spec: OrgSpec) -> dict[tuple[str, str], list[str]]:
         for m, cfg in doc.items():
             levels = cfg.get("levels", []) + [lv for r in cfg.get("rules", [])
                                               for lv in r.get("levels", [])]
-            out[(p, m)] = sorted({u.split("@")[0].lower() for lv in levels
-                                  for u in lv.get("users", [])})
+            out[(p, m)] = sorted({u.split("@")[0].lower() if "@" in u else USERS[int(u) - 1000]
+                                  for lv in levels for u in lv.get("users", [])})
     return out
 
 
