@@ -42,6 +42,7 @@ proto-release: $(STAMP)
 # Compiled policy matches its sources; sources validate; policy test suites pass.
 policy-check: $(STAMP)
 	$(AUTHZ) policy compile --check
+	$(AUTHZ) org import --check --all
 	$(AUTHZ) policy validate
 	$(AUTHZ) policy test
 

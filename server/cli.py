@@ -20,6 +20,7 @@ COMMAND_GROUPS = (
     "authz.store.cli",
     "authz.audit.cli",
     "authz.migration.cli",
+    "authz.onboarding.cli",
     "authz_server.commands",
     "authz_server.completion",
 )

@@ -73,6 +73,11 @@ def load(path: Path, display: str | None = None) -> Source:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError([Problem(Location(name), f"cannot read file: {exc.strerror}")]) from exc
+    return parse(text, name)
+
+
+def parse(text: str, name: str) -> Source:
+    """Parse YAML text read from `name`; a syntax error becomes a located PolicyError."""
     try:
         node = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
