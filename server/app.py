@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from authz.engine.engine import Engine, PolicySet
 from authz.v1 import authz_pb2, authz_pb2_grpc
 
-from . import extauthz, reflection
+from . import extauthz, lifecycle, reflection
 from .audit_rpc import AuditRpc, open_audit
 from .config import Config
 from .logs import event, route_stderr, setup_logging
@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # aiohttp is imported only when the HTTP API is on
 SERVICE_NAME = authz_pb2.DESCRIPTOR.services_by_name["AuthzService"].full_name
 log = logging.getLogger("authz.server")
 SWITCH_INTERVAL = 0.0005  # seconds; see run()
+STOP_STEP = 1.0  # seconds each shutdown step gets at least, once the grace is spent
 
 def open_store(url: str) -> Store:
     """The store behind the server (imported late: the store package is optional to import)."""
@@ -71,8 +72,11 @@ class Server:
         cfg = self.config
         self.ops = Ops(cfg, self.health, self._executor)
         options = self.ops.server_options()
-        if cfg.workers > 1:  # sibling processes (run_workers) listen on the same port
-            options["options"] = [*options["options"], ("grpc.so_reuseport", 1)]
+        # gRPC turns SO_REUSEPORT on by default: a second server on a port in use would
+        # start silently and split the traffic. Only sibling workers (run_workers, which
+        # checked the port is free first) share one.
+        options["options"] = [*options["options"],
+                              ("grpc.so_reuseport", 1 if cfg.workers > 1 else 0)]
         self._grpc = grpc.aio.server(self._executor, **options)
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -111,7 +115,7 @@ class Server:
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking calls, let in-flight ones finish within grace, then close the store."""
         grace = self.config.grace if grace is None else grace
-        began = time.monotonic()
+        deadline = time.monotonic() + grace
         if self.ops is not None:
             await self.ops.stop()
         for name in ("", SERVICE_NAME):
@@ -122,18 +126,7 @@ class Server:
                 await asyncio.gather(self._grpc.stop(grace), self.authzen.stop())
             else:
                 await self._grpc.stop(grace)
-        if self._audit is not None:  # answered calls' entries go to the store before it closes
-            # Within what is left of the grace (at least a second), even with a store that
-            # hangs: entries not written by then are logged as lost, never acknowledged.
-            left = max(1.0, grace - (time.monotonic() - began))
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._audit.close,
-                                                             left)
-            self._audit = None
-        if getattr(self, "_migrations", None) is not None:
-            self._migrations.stop()  # type: ignore[union-attr]
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        deadline = time.monotonic() + grace
         self._executor.shutdown(wait=False, cancel_futures=True)
         event(log, logging.INFO, "stopped")
 
@@ -180,4 +173,4 @@ def run(config: Config) -> int:
         from .workers import run_workers
 
         return run_workers(config)
-    return asyncio.run(serve(config))
+    return lifecycle.finish(asyncio.run(serve(config)))  # threads wedged in the store: exit anyway

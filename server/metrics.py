@@ -183,12 +183,15 @@ def render() -> bytes:
 class MetricsServer:
     """/metrics over HTTP on `listen` (host:port) in a daemon thread."""
 
-    def __init__(self, listen: str) -> None:
+    def __init__(self, listen: str, certfile: str = "", keyfile: str = "") -> None:
+        """HTTPS when `certfile` and `keyfile` are given (off loopback the server's own
+        certificate, or allow_insecure: security.check_metrics)."""
         if _prom is None:
             raise RuntimeError("metrics_listen is set but prometheus_client is not installed")
         host, _, port = listen.rpartition(":")
-        self._server, self._thread = _prom.start_http_server(int(port), host.strip("[]") or "127.0.0.1",
-                                                             registry=exposition_registry())
+        self._server, self._thread = _prom.start_http_server(
+            int(port), host.strip("[]") or "127.0.0.1", registry=exposition_registry(),
+            certfile=certfile or None, keyfile=keyfile or None)
         self.port: int = self._server.server_port
 
     def close(self) -> None:

@@ -52,10 +52,14 @@ class Ops:
     def bind(self, server: grpc.aio.Server) -> int:
         """Add every configured port; returns the main one."""
         for address, creds in security.listen_ports(self.cfg):
-            port = (server.add_secure_port(address, creds) if creds is not None
-                    else server.add_insecure_port(address))
+            try:
+                port = (server.add_secure_port(address, creds) if creds is not None
+                        else server.add_insecure_port(address))
+            except RuntimeError:  # gRPC's "Failed to bind"
+                port = 0
             if port == 0:
-                raise OSError(f"cannot listen on {address}")
+                raise OSError(f"cannot listen on {address}: in use by another process, or "
+                              "not an address of this machine")
             self.ports.append(port)
         event(log, logging.INFO, "security", tls=bool(self.cfg.tls_cert),
               mtls=bool(self.cfg.tls_client_ca), authentication=self.auth.enabled,
@@ -73,7 +77,10 @@ class Ops:
                                          services, self.executor, cfg.health_interval)
             self.watcher.start()
         if cfg.metrics_listen:
-            self._metrics = metrics.MetricsServer(cfg.metrics_listen)
+            # Off loopback over HTTPS with the server's certificate (security.check_metrics).
+            tls = (cfg.tls_cert, cfg.tls_key) if not security.is_loopback(cfg.metrics_listen) \
+                else ("", "")
+            self._metrics = metrics.MetricsServer(cfg.metrics_listen, *tls)
             event(log, logging.INFO, "metrics", listen=cfg.metrics_listen, port=self._metrics.port)
 
     def on_sighup(self) -> None:

@@ -96,11 +96,14 @@ class Callers:
         return cls(by_cert, by_token)
 
     def from_cert(self, names: Iterable[str]) -> Caller | None:
-        for name in names:
-            caller = self.by_cert.get(name)
-            if caller is not None:
-                return caller
-        return None
+        """The one caller a certificate's names (common name, DNS names) map to. Names
+        that map to two callers are refused: taking either would let a certificate
+        issued for one service act with another's scopes and organizations."""
+        found = {c.name: c for c in (self.by_cert.get(n) for n in names) if c is not None}
+        if len(found) > 1:
+            raise Unauthenticated("client certificate names map to more than one caller ("
+                                  + ", ".join(sorted(found)) + "): it must name exactly one")
+        return next(iter(found.values()), None)
 
     def from_token(self, token: str) -> Caller | None:
         # Looked up by its SHA-256: timing can only reveal bits of a hash of the token.
@@ -228,6 +231,16 @@ def check_config(cfg: Config) -> None:
         if not cfg.callers_file:
             raise ConfigError(f"{name} {listen} is not loopback: set callers_file so callers "
                               "authenticate (or allow_insecure)")
+    check_metrics(cfg)
+
+
+def check_metrics(cfg: Config) -> None:
+    """/metrics names organizations and callers' traffic: off loopback it needs TLS (it is
+    then served over HTTPS with the server's certificate) or an explicit allow_insecure."""
+    if (cfg.metrics_listen and not is_loopback(cfg.metrics_listen) and not cfg.tls_cert
+            and not cfg.allow_insecure):
+        raise ConfigError(f"metrics_listen {cfg.metrics_listen} is not loopback: set tls_cert "
+                          "and tls_key (metrics are then served over HTTPS) or allow_insecure")
 
 
 def _creds(cfg: Config, client_ca: bool) -> grpc.ServerCredentials:

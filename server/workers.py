@@ -7,7 +7,8 @@ share the store (the database is the source of truth, snapshots are per process)
 compiled policy folder. The parent only starts the workers, forwards SIGTERM, SIGINT and
 SIGHUP to them, and exits with the worst exit code once they have all stopped; a worker
 that dies takes the others down, so a supervisor sees the failure instead of a server
-quietly running at reduced capacity.
+quietly running at reduced capacity. The port is checked free before the workers start
+(only they share it), and each worker dies with its parent (server/lifecycle.py).
 
 Metrics: the parent gives the run a fresh PROMETHEUS_MULTIPROC_DIR before the workers
 start (they inherit it), so every worker counts into files there and the one serving
@@ -28,15 +29,17 @@ import time
 from types import FrameType
 
 from .config import Config, ConfigError
+from .lifecycle import die_with_parent, port_free
 from .logs import event, setup_logging
 from .metrics import MULTIPROC_ENV
 
 log = logging.getLogger("authz.server")
 
 
-def _worker(config: Config) -> None:
+def _worker(config: Config, parent: int) -> None:
     from .app import serve
 
+    die_with_parent(parent)  # a parent killed with SIGKILL leaves no orphan serving
     setup_logging(config.log_level)
     raise SystemExit(asyncio.run(serve(config)))
 
@@ -63,6 +66,13 @@ def run_workers(config: Config) -> int:
     except ConfigError as exc:
         event(log, logging.ERROR, "start_failed", error=str(exc))
         return 2
+    # The workers share their ports (SO_REUSEPORT) with each other only: a port another
+    # process already holds is refused here, before any worker joins it.
+    for listen in (config.listen, config.token_listen, config.http_listen):
+        problem = port_free(listen) if listen else ""
+        if problem:
+            event(log, logging.ERROR, "start_failed", error=problem)
+            return 1
     folder = tempfile.mkdtemp(prefix="authz-metrics-")
     os.environ[MULTIPROC_ENV] = folder  # inherited by the spawned workers
     try:
@@ -74,7 +84,7 @@ def run_workers(config: Config) -> int:
 
 def _run(configs: list[Config], listen: str, metrics_dir: str) -> int:
     ctx = multiprocessing.get_context("spawn")  # no gRPC state is ever forked
-    procs = [ctx.Process(target=_worker, args=(cfg,), name=f"authz-worker-{i}")
+    procs = [ctx.Process(target=_worker, args=(cfg, os.getpid()), name=f"authz-worker-{i}")
              for i, cfg in enumerate(configs)]
     stopping = False
 

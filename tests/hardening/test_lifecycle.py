@@ -1,0 +1,239 @@
+"""Process lifecycle, tried as an unlucky operator (and an attacker) would, on real processes.
+
+- a second `authz serve` on a port already in use must refuse to start, not silently
+  split the traffic (gRPC turns SO_REUSEPORT on by default);
+- `--workers` processes must exit when their parent is killed with SIGKILL;
+- SIGTERM must finish within the grace period even while the store is wedged;
+- a client certificate whose names map to two callers is refused;
+- a metrics listener off loopback needs TLS or --allow-insecure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from authz.v1 import authz_pb2 as pb
+from authz.v1 import authz_pb2_grpc as pb_grpc
+from authz_client import AuthzClient, AuthzRpcError
+from authz_server.devcerts import _leaf
+from tests.conftest import fresh_postgres_schema
+from tests.e2e.serverproc import AUTHZ, ServerProc, free_port, seed, server_env, start_server
+from tests.hardening.conftest import wait_logged_serving
+
+
+@pytest.fixture(scope="module")
+def db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('lifecycle') / 'authz.db'}"
+    seed(url)
+    return url
+
+
+def _exits(proc: subprocess.Popen[bytes], log: Path, within: float = 30) -> int:
+    """The exit code; fails if the process reports serving or outlives `within` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return proc.returncode
+        if '"event": "serving"' in log.read_text():
+            proc.kill()
+            proc.wait()
+            raise AssertionError("a second server started on a port in use:\n" + log.read_text())
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    raise AssertionError("still running:\n" + log.read_text())
+
+
+def _serve(tmp: Path, db_url: str, port: int, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
+    log = tmp / f"serve-{port}-{time.monotonic_ns()}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([AUTHZ, "serve", "--db", db_url, "--listen", f"127.0.0.1:{port}",
+                                 *extra], stdout=out, stderr=subprocess.STDOUT, env=server_env())
+    return proc, log
+
+
+def test_second_server_on_a_port_in_use_is_refused(tmp_path: Path, db_url: str) -> None:
+    first = start_server(tmp_path, db_url)
+    try:
+        proc, log = _serve(tmp_path, db_url, first.port)
+        assert _exits(proc, log) != 0
+        assert f"127.0.0.1:{first.port}" in log.read_text()
+        assert first.health() == 1  # the first one still serves, alone
+    finally:
+        assert first.stop() == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped) is not serving
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _worker_pids(log: Path, timeout: float = 30) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if '"event": "workers"' in line:
+                return [int(p) for p in json.loads(line)["pids"]]
+        time.sleep(0.1)
+    raise AssertionError(log.read_text())
+
+
+def test_workers_share_their_port_but_no_one_else_does(tmp_path: Path, db_url: str) -> None:
+    port = free_port()
+    parent, log = _serve(tmp_path, db_url, port, "--workers", "2")
+    pids = _worker_pids(log)
+    try:
+        ServerProc(f"127.0.0.1:{port}", port, parent, log).wait_serving()
+        deadline = time.monotonic() + 30
+        while log.read_text().count('"event": "serving"') < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert log.read_text().count('"event": "serving"') == 2, log.read_text()
+        other, other_log = _serve(tmp_path, db_url, port, "--workers", "2")
+        assert _exits(other, other_log) != 0
+        single, single_log = _serve(tmp_path, db_url, port)
+        assert _exits(single, single_log) != 0
+    finally:
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(30)
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path: Path, db_url: str) -> None:
+    port = free_port()
+    parent, log = _serve(tmp_path, db_url, port, "--workers", "2", "--grace", "1")
+    pids = _worker_pids(log)
+    try:
+        ServerProc(f"127.0.0.1:{port}", port, parent, log).wait_serving()
+        parent.kill()  # SIGKILL: the parent cannot relay anything
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in pids), "orphaned workers kept serving:\n" + log.read_text()
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_finishes_within_grace_while_the_store_is_wedged(tmp_path: Path) -> None:
+    """Every worker thread blocked on a table lock: SIGTERM must still end the process."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    with fresh_postgres_schema() as url:
+        seed(url)
+        server = start_server(tmp_path, url, "--threads", "2", "--grace", "1")
+        locker = sa.create_engine(url, poolclass=NullPool)
+        conn = locker.connect()
+        try:
+            tx = conn.begin()
+            conn.execute(sa.text("LOCK TABLE organizations IN ACCESS EXCLUSIVE MODE"))
+            with grpc.insecure_channel(server.address) as ch:
+                stub = pb_grpc.AuthzServiceStub(ch)
+                # Each needs the database (a revision newer than the cache): all wedge.
+                calls = [stub.Check.future(pb.CheckRequest(
+                    org_id="acme-eu", user="u-sam", action="view", module="invoices",
+                    min_revision=10**9), timeout=120) for _ in range(6)]
+                time.sleep(1.0)  # let them reach the lock
+                server.proc.send_signal(signal.SIGTERM)
+                try:
+                    code = server.proc.wait(timeout=20)  # grace 1 s; generous for a slow box
+                except subprocess.TimeoutExpired:
+                    server.proc.kill()
+                    server.proc.wait()
+                    raise AssertionError("SIGTERM did not finish with a wedged store:\n"
+                                         + server.log()[-3000:]) from None
+                for c in calls:
+                    c.cancel()
+            assert code == 0, server.log()[-3000:]
+        finally:
+            tx.rollback()
+            conn.close()
+            locker.dispose()
+            if server.proc.poll() is None:
+                server.proc.kill()
+                server.proc.wait()
+
+
+def test_certificate_naming_two_callers_is_refused(tmp_path: Path, db_url: str,
+                                                   certs: Path) -> None:
+    """CN=crm, SAN=DNS:ops: two callers' names in one certificate; which one is it?"""
+    _leaf(certs, "twofaced", "crm", "subjectAltName=DNS:ops\nextendedKeyUsage=clientAuth\n"
+                                    "basicConstraints=CA:FALSE\n")
+    callers = tmp_path / "callers.yaml"
+    callers.write_text("callers:\n"
+                       "  - {name: crm, scopes: [check], orgs: [acme-eu], certs: [crm]}\n"
+                       "  - {name: ops, scopes: ['*'], orgs: ['*'], certs: [ops]}\n")
+    server = start_server(tmp_path, db_url, "--tls-cert", str(certs / "server.pem"),
+                          "--tls-key", str(certs / "server.key"),
+                          "--tls-client-ca", str(certs / "ca.pem"), "--callers", str(callers),
+                          wait=False)
+    try:
+        wait_logged_serving(server)
+
+        def client(name: str) -> AuthzClient:
+            return AuthzClient(f"localhost:{server.port}", ca=certs / "ca.pem",
+                               cert=certs / f"{name}.pem", key=certs / f"{name}.key",
+                               deadline=5, retries=0, on_unavailable="raise")
+
+        with client("crm") as c:  # CN and SAN both "crm": one caller
+            assert c.check("acme-eu", "u-sam", "view", "invoices").allowed
+        with client("twofaced") as c, pytest.raises(AuthzRpcError) as err:
+            c.check("acme-eu", "u-sam", "view", "invoices")
+        assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
+        assert "crm" in err.value.message and "ops" in err.value.message
+    finally:
+        assert server.stop() == 0, server.log()
+
+
+def test_metrics_off_loopback_need_tls_or_allow_insecure(tmp_path: Path, db_url: str,
+                                                         certs: Path) -> None:
+    port, metrics = free_port(), free_port()
+    proc, log = _serve(tmp_path, db_url, port, "--metrics-listen", f"0.0.0.0:{metrics}")
+    assert _exits(proc, log) == 2
+    assert "metrics_listen" in log.read_text() and "allow_insecure" in log.read_text()
+    # With TLS configured, /metrics is served over HTTPS with the server's certificate.
+    callers = tmp_path / "callers.yaml"
+    callers.write_text("callers:\n  - {name: crm, scopes: [check], orgs: ['*'], certs: [crm]}\n")
+    server = start_server(tmp_path, db_url, "--tls-cert", str(certs / "server.pem"),
+                          "--tls-key", str(certs / "server.key"), "--callers", str(callers),
+                          "--metrics-listen", f"0.0.0.0:{metrics}", wait=False)
+    try:
+        wait_logged_serving(server)
+        import ssl
+        import urllib.request
+
+        ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        with urllib.request.urlopen(f"https://localhost:{metrics}/metrics", context=ctx,
+                                    timeout=10) as resp:
+            assert b"authz_rpcs_total" in resp.read()
+    finally:
+        assert server.stop() == 0, server.log()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    from authz_server.devcerts import make_dev_certs
+
+    out = tmp_path_factory.mktemp("lifecycle-certs")
+    make_dev_certs(out)
+    yield out
