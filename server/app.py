@@ -126,7 +126,22 @@ class Server:
                 await asyncio.gather(self._grpc.stop(grace), self.authzen.stop())
             else:
                 await self._grpc.stop(grace)
-        deadline = time.monotonic() + grace
+        # What follows may block on the store: each step in a thread of its own, bounded by
+        # what is left of the grace (at least STOP_STEP), never on the worker pool, whose
+        # threads may all be waiting on a wedged database.
+        def left() -> float:
+            return max(deadline - time.monotonic(), STOP_STEP)
+
+        audit, self._audit = self._audit, None
+        if audit is not None:  # answered calls' entries go to the store before it closes;
+            # entries not written by then are logged as lost, never acknowledged.
+            await lifecycle.off_loop("audit", lambda: audit.close(left()), left() + 0.5)
+        migrations, self._migrations = getattr(self, "_migrations", None), None
+        if migrations is not None:
+            await lifecycle.off_loop("migrations", migrations.stop, left())
+        store, self._store = self._store, None
+        if store is not None:
+            await lifecycle.off_loop("store", store.close, left())
         self._executor.shutdown(wait=False, cancel_futures=True)
         event(log, logging.INFO, "stopped")
 
