@@ -47,7 +47,7 @@ from . import authzen_map as amap
 from . import authzen_search, convert, limits, metrics, security
 from .callers import Caller, current_caller
 from .config import Config
-from .edge import DB_UNAVAILABLE
+from .edge import DB_UNAVAILABLE, UNAUTHENTICATED
 from .logs import event
 from .security import Authenticator, Forbidden, Unauthenticated, authorize
 from .service import AuthzService, in_thread
@@ -189,8 +189,14 @@ class AuthzenApi:
             caller = self.auth.identify(names, headers)
         except Unauthenticated as exc:
             metrics.AUTH_FAILURES.labels("UNAUTHENTICATED").inc()
-            event(log, logging.INFO, "unauthenticated", method=method, peer=request.remote,
+            # As the gRPC gate: each at DEBUG, a summary at INFO at most once a minute
+            # (one throttle for both doors).
+            event(log, logging.DEBUG, "unauthenticated", method=method, peer=request.remote,
                   error=str(exc))
+            summary = UNAUTHENTICATED.note("AuthZEN " + method)
+            if summary is not None:
+                event(log, logging.INFO, "unauthenticated_summary", last_error=str(exc),
+                      **summary)
             raise HttpError(401, "UNAUTHENTICATED", str(exc)) from None
         current_caller.set(caller)
         return caller
