@@ -17,6 +17,7 @@ from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc
 
 STATUSES = ["", "draft", "pending_approval", "rejected", "approved", "sent", "paid"]
+CUSTOMERS = ["c-1001", "c-1002", "c-2001", ""]  # c-100x: Stella's assigned customers
 OWNERS = ["u-sam", "u-quinn", "u-stella", "u-paul", "u-fiona", "u-bea", "u-anna"]
 USERS = ["u-sam", "u-bea", "u-anna", "u-stella", "u-fiona", "u-ivy", "u-noah", "u-olga",
          "u-quinn", "u-lena"]
@@ -26,13 +27,15 @@ CASES = [("reports", "view"), ("reports", "export"), ("dashboard", "view"),
          ("invoices", "approve"), ("estimates", "email"), ("invoices", "record_payment")]
 COLUMNS = {"owner": "owner_id"}  # the report table names one attribute differently
 DDL = ("CREATE TABLE records (id INTEGER PRIMARY KEY, owner_id TEXT NOT NULL, "
+       "customer_id TEXT NOT NULL, "
        "status TEXT NOT NULL, location TEXT NOT NULL, total DOUBLE PRECISION, "
        "approval_level INTEGER NOT NULL, created_by TEXT NOT NULL)")
 
 
 def make_records(n: int = 150, seed: int = 11) -> list[dict[str, Any]]:
     rnd = random.Random(seed)
-    return [{"id": i, "owner": rnd.choice(OWNERS), "status": rnd.choice(STATUSES),
+    return [{"id": i, "owner": rnd.choice(OWNERS), "customer_id": rnd.choice(CUSTOMERS),
+             "status": rnd.choice(STATUSES),
              "location": rnd.choice(["berlin", "munich", ""]),
              "total": rnd.choice([None, 0.0, 999.99, 1000.0, 10000.0, 25000.0]),
              "approval_level": rnd.choice([0, 1, 2]), "created_by": rnd.choice(OWNERS)}
@@ -46,7 +49,8 @@ def allowed_by_checks(stub: authz_pb2_grpc.AuthzServiceStub, user: str, module: 
                       action: str) -> set[int]:
     reqs = []
     for r in RECORDS:
-        rec = pb.Record(owner=r["owner"], status=r["status"], location=r["location"],
+        rec = pb.Record(owner=r["owner"], customer_id=r["customer_id"], status=r["status"],
+                        location=r["location"],
                         approval_level=r["approval_level"], created_by=r["created_by"])
         if r["total"] is not None:
             rec.total.value = r["total"]
@@ -76,7 +80,7 @@ def ask(stub: authz_pb2_grpc.AuthzServiceStub, user: str, module: str, action: s
 def sqlite_table() -> sqlite3.Connection:
     db = sqlite3.connect(":memory:")
     db.execute(DDL)
-    db.executemany("INSERT INTO records VALUES (:id, :owner, :status, :location, :total, "
+    db.executemany("INSERT INTO records VALUES (:id, :owner, :customer_id, :status, :location, :total, "
                    ":approval_level, :created_by)", RECORDS)
     return db
 
@@ -164,7 +168,7 @@ def test_postgres_filter_equals_per_record_checks(
     with psycopg.connect(url) as conn:
         conn.execute(DDL)
         with conn.cursor() as cur:
-            cur.executemany("INSERT INTO records VALUES (%(id)s, %(owner)s, %(status)s, "
+            cur.executemany("INSERT INTO records VALUES (%(id)s, %(owner)s, %(customer_id)s, %(status)s, "
                             "%(location)s, %(total)s, %(approval_level)s, %(created_by)s)",
                             RECORDS)
         for module, action in CASES:
