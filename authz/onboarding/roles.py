@@ -64,8 +64,9 @@ PREDEFINED: dict[str, dict[str, str]] = {
 CHECKBOXES = {"view": ("view",), "create": ("create", "submit"), "edit": ("edit",),
               "delete": ("delete",), "approve": ("approve", "reject")}
 _NOT_IN_FULL_ACCESS = ("final_approve", "view_protected_data")
-#: Modules that are not transactions: nothing there is submitted for approval.
-_NO_SUBMIT = frozenset({"customers", "vendors", "items", "plans", "timesheets"})
+#: Modules whose records are never submitted for approval (contacts, items, payments).
+_NO_SUBMIT = frozenset({"customers", "vendors", "items", "plans", "timesheets", "payments_received",
+                        "payments_made", "payments"})
 _ROLE_ID = re.compile(r"^(?:[0-9]{1,30}|[a-z][a-z0-9_]{0,62})$")
 
 

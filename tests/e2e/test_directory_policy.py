@@ -21,7 +21,7 @@ def _globex(*extra_books: pb.FinanceUser) -> pb.ImportDirectoryRequest:
     req = pb.ImportDirectoryRequest(org_id="globex-us")
     req.crm_users.add(id="u-hank", email="hank@globex.example", name="Hank Scorpio", is_admin=True)
     req.crm_users.add(id="u-homer", email="homer@globex.example", name="Homer Simpson")
-    req.books_users.add(user_id="b-hank", email="hank@globex.example", name="Hank Scorpio",
+    req.books_users.add(user_id="460000000000101", email="hank@globex.example", name="Hank Scorpio",
                         role_id="admin")
     req.books_users.extend(extra_books)
     return req
@@ -43,7 +43,7 @@ def test_an_unknown_role_is_refused_naming_user_and_field_and_nothing_is_importe
     assert [v.field for v in err.violations] == ["books_users[1].role_id"]
     assert "b-homer" in err.violations[0].description
     assert "'colections'" in err.violations[0].description
-    assert "collections (Collections)" in err.violations[0].description  # what would fit
+    assert "460000000000051 (Collections)" in err.violations[0].description  # what would fit
     r = client.check("globex-us", "u-homer", "view", "invoices", min_revision=before)
     assert r.directory_revision == before  # nothing imported
 

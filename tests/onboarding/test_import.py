@@ -57,10 +57,11 @@ def _ask(compiled: tuple[PolicySet, DirectorySnapshot], user: str, action: str, 
     return decide(CheckRequest(ORG, user, action, module, **kw), policies.get(ORG), snap)
 
 
-def test_the_shipped_exports_reproduce_the_committed_sources_and_directory() -> None:
-    imp = importer.build(EXPORTS, "examples/exports/initech-in")
+@pytest.mark.parametrize("org", ["initech-in", "globex-us"])
+def test_the_shipped_exports_reproduce_the_committed_sources_and_directory(org: str) -> None:
+    imp = importer.build(EXAMPLES / org, f"examples/exports/{org}")
     assert importer.stale(imp, DEFAULT_ROOT) == []
-    assert importer.build(EXPORTS, "examples/exports/initech-in") == imp  # deterministic
+    assert importer.build(EXAMPLES / org, f"examples/exports/{org}") == imp  # deterministic
 
 
 def test_a_custom_role_keeps_its_books_id_and_messages_show_its_name(compiled: Any) -> None:
