@@ -205,8 +205,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         print(format_result(result))
     if not result.from_server:
-        print(f"no authz server answered at {args.server} within {args.deadline}s: start one "
-              "with `make serve`, or point --server (env AUTHZ_SERVER) at one", file=sys.stderr)
+        from .tlsprobe import hint
+
+        print(hint(args.server, used_tls=args.ca is not None)
+              or f"no authz server answered at {args.server} within {args.deadline}s: start "
+              "one with `make serve`, or point --server (env AUTHZ_SERVER) at one",
+              file=sys.stderr)
         return 3
     return 0 if result.allowed else 1
 

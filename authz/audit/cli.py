@@ -53,7 +53,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_verify)
     p = asub.add_parser("query", help="list an organization's entries, a page at a time")
     _common(p, org_required=True)
-    p.add_argument("--user", default="", help="CRM user id")
+    p.add_argument("--user", default="", help="CRM user id or e-mail address (as QueryAudit)")
     p.add_argument("--record", default="", help="record id")
     p.add_argument("--decision", default="", help="decision or attribution id")
     _range(p)
@@ -67,9 +67,12 @@ def register(sub: Any) -> None:
     p.add_argument("--out", default="-", help="file to write (default: standard output)")
     p.set_defaults(func=cmd_export)
     p = asub.add_parser("trim", help="retention: delete entries older than N days (a verified "
-                                     "prefix of each chain; verify still works afterwards)")
+                                     "prefix of each chain; verify still works afterwards); "
+                                     "a dry run unless --apply")
     _common(p)
     p.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    p.add_argument("--apply", action="store_true",
+                   help="delete; without it trim is a dry run that only says what it would delete")
     p.set_defaults(func=cmd_trim)
 
 
@@ -119,7 +122,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     if trail is None:
         return 2
     try:
-        page = trail.query(Query(args.org, crm_user=args.user, record_id=args.record,
+        page = trail.query(Query(args.org, crm_user=_crm_user_id(args), record_id=args.record,
                                  decision_id=args.decision, since=args.since, until=args.until,
                                  after_seq=int(args.page_token or 0), limit=args.limit))
     finally:
@@ -135,6 +138,21 @@ def cmd_query(args: argparse.Namespace) -> int:
     if page.next_after:
         print(f"next page: --page-token {page.next_after}", file=sys.stderr)
     return 0
+
+
+def _crm_user_id(args: argparse.Namespace) -> str:
+    """The trail holds CRM user ids; an e-mail address is looked up in the directory, as
+    the QueryAudit RPC does (unknown addresses match nothing)."""
+    if "@" not in args.user or not args.org:
+        return str(args.user)
+    from authz.store.store import open_store
+
+    store = open_store(args.db)
+    try:
+        crm = store.snapshot(args.org).crm_user(args.user)
+    finally:
+        store.close()
+    return crm.id if crm is not None else str(args.user)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -162,14 +180,17 @@ def cmd_trim(args: argparse.Namespace) -> int:
         return 2
     before = dt.datetime.now(dt.UTC) - dt.timedelta(days=args.older_than)
     try:
-        done = trail.trim(before, args.org)
+        done = trail.trim(before, args.org, dry_run=not args.apply)
     except TrimRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         trail.engine.dispose()
+    verb = "trimmed" if args.apply else "would trim"
     for org, n in sorted(done.items()):
-        print(f"{org}: trimmed {n} entries recorded before {before.isoformat()}")
+        print(f"{org}: {verb} {n} entries recorded before {before.isoformat()}")
     if not done:
         print("nothing to trim")
+    elif not args.apply:
+        print("dry run: nothing deleted; run again with --apply to delete them")
     return 0

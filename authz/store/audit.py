@@ -162,8 +162,10 @@ class AuditStore:
         row = conn.execute(sa.select(H).where(H.c.org_id == org_id).with_for_update()).one()
         return _head(row)
 
-    def trim(self, before: dt.datetime, org_id: str | None = None) -> dict[str, int]:
-        """Retention: delete each organization's oldest entries recorded before `before`.
+    def trim(self, before: dt.datetime, org_id: str | None = None, *,
+             dry_run: bool = False) -> dict[str, int]:
+        """Retention: delete each organization's oldest entries recorded before `before`
+        (`dry_run`: verify and count them, delete nothing).
 
         Only a prefix of a chain goes (up to the newest entry older than `before`), and only
         after it verifies: trimming must never destroy the evidence of tampering. The head
@@ -187,6 +189,9 @@ class AuditStore:
                     if breaks:
                         raise TrimRefused(f"{org}: not trimming entries that do not verify: "
                                           + "; ".join(map(str, breaks[:5])))
+                    if dry_run:
+                        out[org] = len(doomed)
+                        continue
                     conn.execute(E.delete().where(E.c.org_id == org, E.c.seq <= last))
                     conn.execute(H.update().where(H.c.org_id == org).values(
                         checkpoint_seq=last, checkpoint_hash=doomed[-1].hash,

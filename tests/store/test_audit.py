@@ -195,7 +195,12 @@ def test_query_export_and_trim_commands(trail: AuditStore, db_url: str, tmp_path
     target = tmp_path / "acme.jsonl"
     assert run_cli(db_url, "export", "--org", "acme-eu", "--out", str(target)) == 0
     assert len(target.read_text().splitlines()) == 3
-    assert run_cli(db_url, "trim", "--older-than", "30") == 0
+    assert run_cli(db_url, "trim", "--older-than", "30") == 0  # a dry run by default
+    out = capsys.readouterr().out
+    assert "acme-eu: would trim 1 entries" in out and "--apply" in out
+    assert run_cli(db_url, "export", "--org", "acme-eu", "--out", str(target)) == 0
+    assert len(target.read_text().splitlines()) == 3  # nothing deleted
+    assert run_cli(db_url, "trim", "--older-than", "30", "--apply") == 0
     assert "acme-eu: trimmed 1 entries" in capsys.readouterr().out
     assert run_cli(db_url, "verify") == 0
     assert "trimmed up to entry 1" in capsys.readouterr().out
