@@ -23,7 +23,7 @@ from grpc_status import rpc_status
 from authz import budget
 from authz.attribution import Attribution, AttributionDenied, Operation, PriorDecision, attribute
 from authz.audit.chain import AuditEntry
-from authz.audit.record import attribution_entry, check_entry
+from authz.audit.record import attribution_entry, check_entry, product_of
 from authz.audit.writer import AuditUnavailable, AuditWriter, WhenFull, WriteMode
 from authz.decision import CheckRequest, Decision, Mode
 from authz.directory import DirectorySnapshot
@@ -133,7 +133,8 @@ class AuditRpc:
         before anything is queued: a refused attribution is never recorded as done."""
         org_id = _text(msg.org_id, "org_id", True)
         op = Operation(_text(msg.user, "user", True), _text(msg.action, "action", True),
-                       _text(msg.module, "module", True), _text(msg.record_id, "record_id"))
+                       _text(msg.module, "module", True), _text(msg.record_id, "record_id"),
+                       _text(msg.product, "product"))
         org = engine.policies.get(org_id)
         snap = self.directory.snapshot(org_id)
         prior = self._prior(_text(msg.decision_id, "decision_id")) if msg.decision_id else None
@@ -153,7 +154,7 @@ class AuditRpc:
         if e is None:
             raise NotFound(f"decision {decision_id} is not in the audit trail")
         return PriorDecision(e.decision_id, e.org_id, e.crm_user, e.action, e.module, e.record_id,
-                             e.allowed)
+                             e.allowed, product_of(e.acting_kind))
 
     # -- on the event loop -------------------------------------------------------------
 
@@ -241,7 +242,7 @@ def _attribution_response(a: Attribution) -> pb.AttributeResponse:
         display_name=a.display_name, send_from_email=a.send_from, attribution_id=a.attribution_id,
         mode=convert._MODES[a.mode], act_as=a.act_as, send_from_note=a.send_from_note,
         policy_revision=a.policy_revision, directory_revision=a.directory_revision,
-        decision_id=a.decision_id)
+        decision_id=a.decision_id, product=a.product)
 
 
 def _entry_pb(e: AuditEntry) -> pb.AuditEntry:

@@ -23,6 +23,7 @@ COMMAND_GROUPS = (
     "authz.audit.cli",
     "authz.migration.cli",
     "authz.onboarding.cli",
+    "authz.org_cli",
     "authz_server.commands",
     "authz_server.completion",
 )

@@ -36,7 +36,7 @@ def list_filter(engine: Engine, msg: pb.ListFilterRequest) -> pb.ListFilterRespo
     """Answer one ListFilter request (synchronous: runs in the server's thread pool)."""
     check = convert.check_request(pb.CheckRequest(
         org_id=msg.org_id, user=msg.user, module=msg.module, action=msg.action,
-        channel=msg.channel, min_revision=msg.min_revision))
+        channel=msg.channel, min_revision=msg.min_revision, product=msg.product))
     validate(check)  # same validation as Check: same mistakes, same messages
     if msg.sql_placeholder not in _PLACEHOLDERS:
         raise InvalidArgument("sql_placeholder", f"unknown value {msg.sql_placeholder}")
@@ -44,7 +44,7 @@ def list_filter(engine: Engine, msg: pb.ListFilterRequest) -> pb.ListFilterRespo
     org = engine.policies.get(check.org_id)
     snap = engine.directory.snapshot(check.org_id, check.min_revision)
     tree = record_filter(org, snap, check.user, check.module, check.action,
-                         channel=check.channel)
+                         channel=check.channel, product=check.product)
     where, params = to_sql(tree, columns)
     out = pb.ListFilterResponse(
         scope=_scope(tree), sql_where=render_placeholders(where, msg.sql_placeholder),

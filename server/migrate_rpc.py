@@ -195,7 +195,7 @@ def job_message(job: Job, summary_only: bool = False) -> pb.MigrationJob:
 
 
 def preview_message(p: plan.Preview) -> pb.MigrateResponse:
-    deadline = p.mode.deadline if p.released else None
+    deadline = p.mode.deadline if p.released and not p.mode.unified else None
     out = pb.MigrateResponse(slots_left=p.slots_left, quota=p.quota, directory_revision=p.directory_revision,
                              message=f"{p.status_line()}: {len(p.common)} common users, "
                                      f"{len(p.candidates)} candidates, "

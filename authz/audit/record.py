@@ -30,11 +30,26 @@ def now_stamp() -> str:
 
 
 def acting_id(d: Decision) -> str:
-    """Whom the action is done as: the finance, integration user, or (legacy) the owner."""
+    """Whom the action is done as: the user's identity in the product the decision was made
+    in (their Subscriptions user for Subscriptions), an integration user, or (legacy) the
+    owner."""
     i = d.identity
     if i.kind == IdentityKind.INTEGRATION_OWNER:
         return i.crm_user_id
+    if d.product == "subscriptions" and i.subscriptions_user_id:
+        return i.subscriptions_user_id
     return i.books_user_id or i.subscriptions_user_id or i.integration_user_id
+
+
+def acting_kind(kind: str, product: str) -> str:
+    """The identity kind acted as, with the product acted in: "finance_user:subscriptions"
+    (the trail records the product without a column of its own: chains stay verifiable)."""
+    return f"{kind}:{product}" if product else kind
+
+
+def product_of(kind: str) -> str:
+    """The product an entry's acting_kind names ("" when none)."""
+    return kind.partition(":")[2]
 
 
 def check_entry(req: CheckRequest, d: Decision, crm_user: str, caller: str) -> AuditEntry:
@@ -43,7 +58,8 @@ def check_entry(req: CheckRequest, d: Decision, crm_user: str, caller: str) -> A
     the integration owner, and the trail must still say who asked."""
     return AuditEntry(
         org_id=d.org_id, seq=0, kind="check", at=now_stamp(), decision_id=d.decision_id,
-        crm_user=crm_user, acting_kind=d.identity.kind.value, acting_id=acting_id(d),
+        crm_user=crm_user, acting_kind=acting_kind(d.identity.kind.value, d.product),
+        acting_id=acting_id(d),
         action=req.action, module=req.module, record_id=req.record.record_id, allowed=d.allowed,
         reason=d.reason.value, mode=d.mode.value, policy_revision=d.policy_revision,
         directory_revision=d.directory_revision, caller=caller,
@@ -59,7 +75,8 @@ def attribution_entry(org_id: str, crm_user: str, op: Operation, a: Attribution,
     """
     return AuditEntry(
         org_id=org_id, seq=0, kind="attribute", at=now_stamp(), decision_id=a.attribution_id,
-        crm_user=crm_user, acting_kind=a.identity.kind.value, acting_id=a.act_as,
+        crm_user=crm_user, acting_kind=acting_kind(a.identity.kind.value, a.product),
+        acting_id=a.act_as,
         action=op.action, module=op.module, record_id=op.record_id, allowed=True,
         reason=f"cites {a.decision_id}" if a.decision_id else "no decision cited",
         mode=a.mode.value, policy_revision=a.policy_revision,

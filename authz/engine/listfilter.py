@@ -94,10 +94,15 @@ def _approver_cond(view: PolicyView, approval: ModuleApprovalInfo, roles: tuple[
 
 
 def record_filter(org: OrgIndex, snap: DirectorySnapshot, user: str, module: str, action: str,
-                  view: PolicyView | None = None, channel: Channel = Channel.CRM) -> Filter:
-    """The condition on records under which `user` may take `action` in `module`."""
+                  view: PolicyView | None = None, channel: Channel = Channel.CRM,
+                  product: str = "") -> Filter:
+    """The condition on records under which `user` may take `action` in `module`; with a
+    `product`, only that product's roles count (as in a Check naming the product), so the
+    filter is never wider than Check for the same product."""
     if module not in catalog.ALL_MODULES:
         raise InvalidArgument("module", f"unknown module '{module}'")
+    if product and module not in catalog.MODULES.get(product, ()):
+        raise InvalidArgument("product", f"'{module}' is not a module of product '{product}'")
     if action not in catalog.actions_for(module):
         raise InvalidArgument("action", f"unknown action '{action}' on {module}")
     if legacy_reason(org, snap) is not None:
@@ -115,7 +120,8 @@ def record_filter(org: OrgIndex, snap: DirectorySnapshot, user: str, module: str
     mine: Filter = or_({"op": "eq", "field": "owner", "value": crm.id},
                        {"op": "in", "field": "customer_id", "values": customers}
                        if customers else FALSE)
-    products = [p for p in catalog.products_with(module) if p in org.products]
+    products = [p for p in ((product,) if product else catalog.products_with(module))
+                if p in org.products]
     approving = action in ("approve", "reject")
     options: list[Filter] = []
     taken: list[Filter] = []  # grant conditions of earlier products (first match wins)

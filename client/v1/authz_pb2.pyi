@@ -1081,7 +1081,7 @@ class MigrateResponse(_message.Message):
     """
     window_ends: _builtins.str
     """The last day of the three-month window (ISO 8601 date, preview): empty when the
-    phased release has not reached the organization yet.
+    phased release has not reached the organization yet, or it is unified already.
     """
     @_builtins.property
     def common_users(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationCandidate]:

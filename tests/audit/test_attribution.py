@@ -22,8 +22,9 @@ def acme() -> tuple[PolicySet, DirectorySnapshot]:
 
 def test_a_books_user_acts_as_themself() -> None:
     policies, snap = acme()
-    a = attribute(policies.get("acme-eu"), snap, Operation("u-sam", "email", "invoices", "inv-1"))
-    assert a.mode == Mode.UNIFIED
+    a = attribute(policies.get("acme-eu"), snap,
+                  Operation("u-sam", "email", "invoices", "inv-1", product="books"))
+    assert a.mode == Mode.UNIFIED and a.product == "books"
     assert a.identity.kind == IdentityKind.FINANCE_USER
     assert (a.act_as, a.display_name, a.send_from) == ("b-sam", "Sam Weber", "sam@acme.example")
     assert a.attribution_id and a.directory_revision == 3
@@ -58,7 +59,7 @@ def test_legacy_mode_says_it_acts_as_the_integration_owner() -> None:
 def test_a_cited_decision_must_match_the_operation() -> None:
     policies, snap = acme()
     org = policies.get("acme-eu")
-    op = Operation("u-sam", "email", "invoices", "inv-1")
+    op = Operation("u-sam", "email", "invoices", "inv-1", product="books")
     ok = PriorDecision("d1", "acme-eu", "u-sam", "email", "invoices", "inv-1", True)
     assert attribute(org, snap, op, ok).decision_id == "d1"
     cases = [
@@ -72,3 +73,33 @@ def test_a_cited_decision_must_match_the_operation() -> None:
             attribute(org, snap, op, prior)
     with pytest.raises(PermissionDenied, match="did not allow"):
         attribute(org, snap, op, PriorDecision("d6", "acme-eu", "u-sam", "email", "invoices", "", False))
+
+
+def test_a_subscriptions_operation_is_done_as_the_subscriptions_user() -> None:
+    policies, snap = acme()
+    org = policies.get("acme-eu")
+    a = attribute(org, snap, Operation("u-sam", "create", "invoices", product="subscriptions"))
+    assert (a.act_as, a.product, a.identity.books_user_id) == ("s-sam", "subscriptions", "")
+    assert a.identity.subscriptions_user_id == "s-sam" and a.display_name == "Sam Weber"
+    # A module only Subscriptions has needs no product; nor does a user of one product.
+    assert attribute(org, snap, Operation("u-sam", "create", "subscriptions")).act_as == "s-sam"
+    assert attribute(org, snap, Operation("u-bea", "view", "invoices")).act_as == "s-bea"
+    # The cited Check decision names the product when the request does not.
+    prior = PriorDecision("d1", "acme-eu", "u-sam", "view", "invoices", "", True, "subscriptions")
+    assert attribute(org, snap, Operation("u-sam", "view", "invoices"), prior).act_as == "s-sam"
+    with pytest.raises(InvalidArgument, match="made in subscriptions, not books"):
+        attribute(org, snap, Operation("u-sam", "view", "invoices", product="books"), prior)
+
+
+def test_an_ambiguous_product_is_refused_and_a_missing_identity_never_borrows_another() -> None:
+    policies, snap = acme()
+    org = policies.get("acme-eu")
+    with pytest.raises(InvalidArgument) as err:
+        attribute(org, snap, Operation("u-sam", "view", "invoices"))
+    assert err.value.field == "product"
+    with pytest.raises(AttributionDenied) as denied:  # Fiona is a Books user only
+        attribute(org, snap, Operation("u-fiona", "view", "invoices", product="subscriptions"))
+    assert denied.value.reason == "no_product_identity"
+    with pytest.raises(InvalidArgument) as bad:
+        attribute(org, snap, Operation("u-sam", "view", "plans", product="books"))
+    assert bad.value.field == "module"

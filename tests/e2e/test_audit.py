@@ -65,7 +65,7 @@ def _error(stub: Stub, **kw: str) -> grpc.RpcError:
 def test_each_check_and_batch_item_is_recorded_with_who_and_why(sstub: Stub) -> None:
     d = _check(sstub, "sam@acme.example", record_id="inv-audit-1")
     (e,) = _query(sstub, decision_id=d.decision_id)
-    assert (e.kind, e.crm_user, e.acting_kind, e.acting_id) == ("check", "u-sam", "finance_user", "b-sam")
+    assert (e.kind, e.crm_user, e.acting_kind, e.acting_id) == ("check", "u-sam", "finance_user:books", "b-sam")
     assert (e.action, e.module, e.record_id, e.allowed, e.reason) == (
         "view", "invoices", "inv-audit-1", True, "granted")
     assert e.mode == "unified" and e.policy_revision == d.policy_revision
@@ -125,7 +125,7 @@ def test_legacy_mode_says_so_in_check_and_attribute(sstub: Stub) -> None:
     assert a.mode == pb.MODE_LEGACY and a.act_as == "u-hank" and "legacy mode" in a.send_from_note
     resp = sstub.QueryAudit(pb.QueryAuditRequest(org_id="globex-us", user="u-homer"), timeout=5)
     assert [(e.kind, e.mode, e.acting_kind) for e in resp.entries] == [
-        ("check", "legacy", "integration_owner"), ("attribute", "legacy", "integration_owner")]
+        ("check", "legacy", "integration_owner"), ("attribute", "legacy", "integration_owner:books")]
 
 
 def test_attribute_errors_are_clear_and_record_nothing(sstub: Stub) -> None:
