@@ -4,8 +4,9 @@
 authz.onboarding.cli.org_commands, beside `authz org import`). It writes the
 organization's policy source (unless one is there already, e.g. from an import),
 compiles the policy, and signs the organization up in the store: unified from set-up, no
-migration window, integration users available at once. Nothing is written when the phased release has not reached the organization, when
-the policy does not compile or when the directory is refused.
+migration window, integration users available at once. Nothing is written when the
+phased release has not reached the organization, when the policy does not compile or
+when the directory is refused.
 """
 
 from __future__ import annotations

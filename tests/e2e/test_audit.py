@@ -65,7 +65,8 @@ def _error(stub: Stub, **kw: str) -> grpc.RpcError:
 def test_each_check_and_batch_item_is_recorded_with_who_and_why(sstub: Stub) -> None:
     d = _check(sstub, "sam@acme.example", record_id="inv-audit-1")
     (e,) = _query(sstub, decision_id=d.decision_id)
-    assert (e.kind, e.crm_user, e.acting_kind, e.acting_id) == ("check", "u-sam", "finance_user:books", "b-sam")
+    assert (e.kind, e.crm_user, e.acting_kind, e.acting_id) == (
+        "check", "u-sam", "finance_user:books", "b-sam")
     assert (e.action, e.module, e.record_id, e.allowed, e.reason) == (
         "view", "invoices", "inv-audit-1", True, "granted")
     assert e.mode == "unified" and e.policy_revision == d.policy_revision
