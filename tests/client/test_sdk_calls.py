@@ -87,7 +87,7 @@ def test_import_directory_from_a_dict(server: ServerProc) -> None:
 def test_async_client_has_the_same_calls(server: ServerProc) -> None:
     async def run() -> None:
         async with AsyncAuthzClient(server.address) as c:
-            a = await c.attribute(ORG, "u-sam", "view", "invoices")
+            a = await c.attribute(ORG, "u-sam", "view", "invoices", product="books")
             f = await c.list_filter(ORG, "u-fiona", "invoices")
             m = await c.migrate(ORG, "u-anna")
             many = await c.check_many([])
