@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed-stamp
 AUTHZ := $(BIN)/authz
 DB_URL ?= sqlite:///var/authz.db
 PORT ?= 50051
+# The example organizations (an installed server ships none: it serves the folder it is given).
+POLICY_DIR ?= authz/policies/generated
 HTTP_PORT ?= 8181
 
 .PHONY: install proto proto-check proto-lint proto-release policy-check lint typecheck pytest test serve bench bench-peers fuzz faults soak clean
@@ -61,7 +63,7 @@ serve: $(STAMP)
 	mkdir -p var
 	$(AUTHZ) db upgrade --db $(DB_URL)
 	$(AUTHZ) directory import --db $(DB_URL) authz/policies/orgs/acme-eu/tests/directory.yaml
-	$(AUTHZ) serve --db $(DB_URL) --listen 127.0.0.1:$(PORT) --http-listen 127.0.0.1:$(HTTP_PORT)
+	$(AUTHZ) serve --db $(DB_URL) --policy-dir $(POLICY_DIR) --listen 127.0.0.1:$(PORT) --http-listen 127.0.0.1:$(HTTP_PORT)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -118,6 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
              "audit_mode": args.audit_mode, **secure_cli.serve_values(args)},
             config_file=args.config)
         security.check_config(cfg)
+        config.check_policy_dir(cfg)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

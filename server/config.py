@@ -123,6 +123,16 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {name}: {exc} (found {value!r})") from None
 
 
+def check_policy_dir(cfg: Config) -> None:
+    """The compiled policy folder must exist: an installed server ships no example
+    organizations, so without one configured there is nothing to serve."""
+    if not (cfg.policy_dir / "model.conf").is_file():
+        raise ConfigError(
+            f"policy_dir: no compiled policy in {cfg.policy_dir} (model.conf missing): set "
+            "--policy-dir, AUTHZ_POLICY_DIR or policy_dir in the config file to the folder "
+            "`authz policy compile` writes (in the repository: authz/policies/generated)")
+
+
 def read_file(path: Path) -> dict[str, Any]:
     """Values from a TOML file; keys are Config field names, at top level or under [server]."""
     try:

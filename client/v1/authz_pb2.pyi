@@ -494,7 +494,9 @@ class CheckRequest(_message.Message):
     """Return the matched policy rules in matched_rules."""
     min_revision: _builtins.int
     """Decide on a directory at least this recent (read-your-writes after
-    ImportDirectory); FAILED_PRECONDITION if not reached in time.
+    ImportDirectory). The server waits for it up to 2 s, never past the
+    call's deadline (one wait for a whole CheckBatch), then answers
+    FAILED_PRECONDITION; a client deadline above 2 s sees that answer.
     """
     @_builtins.property
     def record(self) -> Global___Record:
