@@ -152,11 +152,12 @@ class AuditWriter:
                     self._cv.wait(remaining)
             if self._stopping:
                 raise AuditUnavailable("the server is stopping")
+            was_empty = not self._q  # an idle flusher sleeps until the first entry
             last = len(entries) - 1
             for i, e in enumerate(entries):
                 self._q.append((e, fut, i == last))
             self._submitted += len(entries)
-            if strict or len(self._q) >= self.max_batch:
+            if strict or was_empty or len(self._q) >= self.max_batch:
                 self._cv.notify_all()
         return fut or _DONE
 
@@ -232,6 +233,11 @@ class AuditWriter:
                 return None
             if self._drops and not self._q and self._flush_wanted:
                 break
+            if not strict and not (self._q or self._drops):
+                # No timer while there is nothing to write (an idle server burns no CPU
+                # here): sleep until the first entry, then give the batch its interval.
+                self._cv.wait()
+                continue
             self._cv.wait(None if strict else self.flush_interval)
             if not strict and (self._q or self._drops):
                 self._flush_wanted = True  # the interval is up: write what there is

@@ -57,6 +57,12 @@ class Store:
         self.revision_poll = revision_poll
         self._cache = SnapshotCache(cache_size)
         self._closed = threading.Event()
+        # One freshness check for every organization (`watch_revisions`): each org's
+        # committed revision as of `_fresh_at`, re-read whole only when the table moved.
+        self._known: dict[str, int] = {}
+        self._fresh_at = float("-inf")
+        self._table_sig: tuple[int, int] | None = None
+        self._check_lock = threading.Lock()
 
     # -- schema ------------------------------------------------------------------------
 
@@ -86,16 +92,26 @@ class Store:
         """What `snapshot` would return without touching the database, else None: the
         server decides on its event loop when this answers, in a worker thread otherwise."""
         entry = self._cache.get(org_id)
-        if (entry is not None and entry.snapshot.revision >= min_revision
-                and time.monotonic() - entry.checked_at < self.refresh_interval):
+        if entry is not None and self._fresh(org_id, entry, min_revision):
             return entry.snapshot
         return None
+
+    def _fresh(self, org_id: str, entry: Entry, min_revision: int) -> bool:
+        """Whether `entry` may answer without a database read: at `min_revision`, and its
+        revision confirmed less than `refresh_interval` ago, by its own poll or by the
+        store-wide check (which saw no newer revision of this organization)."""
+        rev = entry.snapshot.revision
+        if rev < min_revision:
+            return False
+        now = time.monotonic()
+        if now - entry.checked_at < self.refresh_interval:
+            return True
+        return now - self._fresh_at < self.refresh_interval and rev >= self._known.get(org_id, 0)
 
     def snapshot(self, org_id: str, min_revision: int = 0) -> DirectorySnapshot:
         """The organization's directory, at `min_revision` or later (the decision hot path)."""
         entry = self._cache.get(org_id)
-        if (entry is not None and entry.snapshot.revision >= min_revision
-                and time.monotonic() - entry.checked_at < self.refresh_interval):
+        if entry is not None and self._fresh(org_id, entry, min_revision):
             return entry.snapshot
         lock = self._cache.org_lock(org_id)
         if entry is not None and entry.snapshot.revision >= min_revision:
@@ -108,6 +124,23 @@ class Store:
         keep serving it. If the database is unreachable, decisions go on with the cached
         snapshot for up to `max_staleness` seconds (retrying once per refresh interval)
         rather than every decision failing with it."""
+        if time.monotonic() - self._fresh_at >= self.refresh_interval:
+            # One store-wide check (one thread runs it; the others serve what they have)
+            # instead of a poll per organization: every organization is confirmed at once.
+            if not self._check_lock.acquire(blocking=False):
+                return entry.snapshot
+            try:
+                self.check_revisions()
+            except sa.exc.DBAPIError:
+                pass  # the per-organization path below handles an unreachable database
+            finally:
+                self._check_lock.release()
+            if self._fresh(org_id, entry, min_revision):
+                return entry.snapshot
+        if entry.snapshot.revision >= self._known.get(org_id, 0):
+            # What the store-wide check confirmed counts as confirmed (max_staleness
+            # runs from there when the database goes away).
+            entry.checked_at = max(entry.checked_at, self._fresh_at)
         now = time.monotonic()
         if now - entry.failed_at < self.refresh_interval and now - entry.checked_at < self.max_staleness:
             return entry.snapshot
@@ -187,6 +220,27 @@ class Store:
                 rev = self._read_revision(conn, org_id)
                 return _build(org_id, rev, rows.CRM.read(conn, org_id), rows.FINANCE.read(conn, org_id),
                               rows.INTEGRATION.read(conn, org_id), orgmode.read_mode(conn, org_id))
+
+    def check_revisions(self) -> int:
+        """The store-wide freshness check: one aggregate query over every organization's
+        revision; the revisions themselves are re-read only when it moved (an import, a
+        migration job, here or on another replica). Snapshots at the revisions seen count
+        as fresh for `refresh_interval` from the start of the check, so organizations need
+        no poll of their own. Run on demand: by the first decision that finds the last
+        check `refresh_interval` old (nothing runs while no decision is asked, so an idle
+        server does no work). Returns how many organizations the database has."""
+        o = schema.organizations
+        started = time.monotonic()
+        with self.engine.connect() as conn:
+            count, total = conn.execute(sa.select(
+                sa.func.count(), sa.func.coalesce(sa.func.sum(o.c.directory_revision), 0))).one()
+            sig = (int(count), int(total))
+            if sig != self._table_sig:
+                rows_ = conn.execute(sa.select(o.c.org_id, o.c.directory_revision)).all()
+                self._known = {org: int(rev) for org, rev in rows_}
+                self._table_sig = sig
+        self._fresh_at = started
+        return sig[0]
 
     # -- writes ------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -229,3 +230,26 @@ def test_waiting_for_room_ends_at_the_deadline_and_close_ends_in_time() -> None:
     with pytest.raises(AuditUnavailable):
         w.submit([entry(3)])
     sink.gate.set()
+def test_an_idle_batched_writer_sleeps_until_an_entry_arrives() -> None:
+    """Issue 13 (idle CPU): no flush timer ticking while the queue is empty. Counted by
+    the flusher thread's wake-ups (context switches), not by time."""
+    sink = Sink()
+    w = AuditWriter(sink, WriteMode.BATCHED, flush_interval=0.001)
+    try:
+        assert w._thread is not None and w._thread.native_id is not None
+        status = Path(f"/proc/self/task/{w._thread.native_id}/status")
+
+        def wakeups() -> int:
+            for line in status.read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+            raise AssertionError("no context switch count")
+
+        time.sleep(0.05)
+        before = wakeups()
+        time.sleep(0.3)  # 300 flush intervals
+        assert wakeups() - before <= 3
+        w.submit([entry(1)])
+        assert w.flush(timeout=10) and sink.ids == ["d1"]
+    finally:
+        w.close()

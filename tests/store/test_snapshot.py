@@ -213,3 +213,49 @@ def test_an_unreachable_database_serves_the_cached_snapshot_for_a_bounded_time(
         strict.snapshot(ORG)
     with pytest.raises(sa.exc.OperationalError):  # a newer revision needs the database
         tolerant.snapshot(ORG, min_revision=2)
+
+
+def test_one_store_wide_check_keeps_every_organization_fresh(open_: OpenStore) -> None:
+    """Issue 13: one aggregate query confirms every cached organization at once (no poll
+    per organization), and names the ones another replica changed, which then reload."""
+    reader = open_(refresh_interval=0.3)
+    writer = open_()
+    writer.upgrade()
+    orgs = [f"{ORG}-{n}" for n in range(5)]
+    for org in orgs:
+        writer.import_directory(org, [ANNA], [])
+    firsts = {org: reader.snapshot(org) for org in orgs}
+    time.sleep(0.35)  # every snapshot is now past its own refresh interval
+    assert all(reader.cached(org) is None for org in orgs)
+    with counting_queries(reader) as queries:
+        reader.check_revisions()
+    selects = [q for q in queries if q.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 2  # the aggregate, then the revisions once (the table is new)
+    with counting_queries(reader) as queries:
+        assert all(reader.cached(org) is firsts[org] for org in orgs)
+        reader.check_revisions()
+    assert len([q for q in queries if q.lstrip().upper().startswith("SELECT")]) == 1
+    # nothing moved: the aggregate alone
+    writer.import_directory(orgs[0], [IVY], [])
+    reader.check_revisions()
+    assert reader.cached(orgs[0]) is None  # behind the database: not served from memory
+    assert all(reader.cached(org) is firsts[org] for org in orgs[1:])
+    assert reader.snapshot(orgs[0]).revision == 2
+
+
+def test_a_stale_decision_runs_one_store_wide_check_for_all(open_: OpenStore) -> None:
+    """The first decision past the refresh interval checks every organization's revision
+    in one query; the other organizations then answer from memory without a poll."""
+    reader = open_(refresh_interval=0.3)
+    writer = open_()
+    writer.upgrade()
+    orgs = [f"{ORG}-{n}" for n in range(5)]
+    for org in orgs:
+        writer.import_directory(org, [ANNA], [])
+    firsts = {org: reader.snapshot(org) for org in orgs}
+    time.sleep(0.35)
+    with counting_queries(reader) as queries:
+        assert reader.snapshot(orgs[0]) is firsts[orgs[0]]
+        assert all(reader.cached(org) is firsts[org] for org in orgs)
+    assert len([q for q in queries if "crm_users" in q]) == 0
+    assert len([q for q in queries if q.lstrip().upper().startswith("SELECT")]) <= 2
