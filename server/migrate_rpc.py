@@ -118,17 +118,21 @@ class MigrationRuntime:
     def releases(self) -> None:
         """Record the day the phased release reached each organization (once): its
         three-month window starts then, not on a date typed into a file (DOMAIN §6)."""
+        known = self.ms.modes()
         for org_id in self.policies.org_ids():
-            if self.ms.settings(org_id).released and self.ms.mode(org_id).window_start is None:
+            seen = known.get(org_id)
+            if (seen is None or seen.window_start is None) and self.ms.settings(org_id).released:
                 mode = self.ms.record_release(org_id)
                 event(log, logging.INFO, "release_reached", org_id=org_id,
                       window_start=str(mode.window_start), window_ends=str(mode.deadline))
 
     def notices(self) -> None:
         """Tell integration users about a new permission set, once, where it is live."""
+        known = self.ms.modes()
         for org_id in self.policies.org_ids():
             settings = self.ms.settings(org_id)
-            if not settings.released or not self.ms.mode(org_id).unified:
+            mode = known.get(org_id)
+            if not settings.released or mode is None or not mode.unified:
                 continue  # nobody is told before the change is live for them
             version = settings.permission_set_version
             told = notify_permission_set(self.ms.engine, org_id, version)

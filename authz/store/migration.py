@@ -183,12 +183,18 @@ class MigrationStore:
         with self.engine.connect() as conn:
             return orgmode.read_mode(conn, org_id)
 
+    def modes(self) -> dict[str, OrgMode]:
+        """Every organization's recorded state (absent: nothing recorded yet)."""
+        with self.engine.connect() as conn:
+            return orgmode.all_modes(conn)
+
     def record_release(self, org_id: str, today: dt.date | None = None) -> OrgMode:
         """If the phased release has reached the organization (its compiled policy says so),
         record the day, once: that starts its three-month window (DOMAIN §6). The server
         calls this on a schedule and before every migration; returns the state."""
-        if not self.settings(org_id).released:
-            return self.mode(org_id)
+        seen = self.mode(org_id)
+        if seen.window_start is not None or not self.settings(org_id).released:
+            return seen  # recorded once: later sightings change nothing (read, no write)
         day = today or _now().date()
         with self.write() as conn, conn.begin():
             rev = Store.lock_revision(conn, org_id)

@@ -60,3 +60,11 @@ def mark_unified(conn: Connection, org_id: str, how: str, now: dt.datetime) -> b
         return False
     conn.execute(m.update().where(m.c.org_id == org_id).values(unified_at=now, unified_by=how))
     return True
+
+
+def all_modes(conn: Connection) -> dict[str, OrgMode]:
+    """Every recorded organization's state, in one query (the server's schedule asks for
+    all organizations each round)."""
+    m = org_migration
+    return {r[0]: OrgMode(r[1], r[2] or "") for r in conn.execute(
+        sa.select(m.c.org_id, m.c.release_reached_on, m.c.unified_by))}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from email import message_from_bytes
+from typing import Any
 
 import pytest
 
@@ -35,3 +37,17 @@ def seeded(store: Store) -> Store:  # noqa: F811
 @pytest.fixture
 def ms(seeded: Store) -> MigrationStore:
     return MigrationStore(seeded, settings(), usage=lambda org_id: {"u0003": 7, "u0001": 2})
+
+
+class Inbox:
+    """aiosmtpd handler keeping every message it accepted."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def notices(self) -> list[str]:
+        return [m["X-Authz-Notice"] for m in self.messages]

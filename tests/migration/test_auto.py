@@ -31,7 +31,8 @@ def _ms(store: Store, released: bool = True) -> MigrationStore:
 def test_after_the_deadline_the_most_active_users_are_added_within_the_quota(seeded: Store) -> None:
     ms = _ms(seeded)
     assert ms.record_release(ORG, dt.date(2025, 6, 1)).deadline == dt.date(2025, 9, 1)
-    assert seeded.snapshot(ORG).mode is not None and not seeded.snapshot(ORG).mode.unified
+    mode = seeded.snapshot(ORG).mode
+    assert mode is not None and not mode.unified
     (early,) = auto_migrate(ms, [ORG], today=dt.date(2025, 8, 31))
     assert early.skipped == "window open until 2025-09-01" and early.job is None
     (dry,) = auto_migrate(ms, [ORG], today=dt.date(2025, 9, 1), dry_run=True)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from email import message_from_bytes
-from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -16,21 +14,7 @@ from authz.store.jobs import run_job
 from authz.store.migration import MigrationStore
 from authz.store.outbox import Outbox, notify_permission_set
 
-from .conftest import ORG, settings
-
-
-class Inbox:
-    """aiosmtpd handler keeping every message it accepted."""
-
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(message_from_bytes(envelope.content))
-        return "250 OK"
-
-    def notices(self) -> list[str]:
-        return [m["X-Authz-Notice"] for m in self.messages]
+from .conftest import ORG, Inbox, settings
 
 
 def _port() -> int:

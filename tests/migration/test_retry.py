@@ -41,14 +41,29 @@ def pg_app() -> Iterator[tuple[str, str]]:
         yield f"{url}&application_name={name}", name
 
 
-def _kill(base_url: str, app: str) -> int:
-    """Terminate every backend of `app`; returns how many."""
-    engine = sa.create_engine(base_url.split("&application_name=")[0])
+def _kill_mid_batch(url: str, app: str) -> int:
+    """Hold the organization's row so that the job's next batch waits for it inside its
+    transaction, terminate that backend (mid-batch, for certain), then let go. Returns the
+    backend killed."""
+    engine = sa.create_engine(url.split("&application_name=")[0])
     try:
-        with engine.begin() as conn:
-            return len(conn.execute(sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :a"),
-                {"a": app}).all())
+        with engine.connect() as locker, engine.connect() as admin:
+            with locker.begin():
+                locker.execute(sa.text("SELECT 1 FROM organizations WHERE org_id = :o FOR UPDATE"),
+                               {"o": ORG})
+                deadline = time.monotonic() + 20
+                while True:
+                    waiting = admin.execute(sa.text(
+                        "SELECT pid FROM pg_stat_activity WHERE application_name = :a "
+                        "AND wait_event_type = 'Lock'"), {"a": app}).scalars().all()
+                    admin.commit()
+                    if waiting:
+                        break
+                    assert time.monotonic() < deadline, "the job never reached its next batch"
+                    time.sleep(0.01)
+                admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": waiting[0]})
+                admin.commit()
+            return int(waiting[0])
     finally:
         engine.dispose()
 
@@ -77,14 +92,11 @@ def test_a_dropped_connection_mid_job_is_retried_and_the_job_finishes(
             ms, ORG, job.job_id, batch_size=5, pause=0.05, base_delay=0.05, max_delay=0.5,
             on_retry=lambda exc, n, delay: retries.append(type(exc).__name__))))
         runner.start()
-        killed = 0
-        for _ in range(3):  # kill the job's connections three times while it runs
-            time.sleep(0.15)
-            killed += _kill(url, app)
+        killed = {_kill_mid_batch(url, app) for _ in range(3)}  # three batches lose their connection
         runner.join(60)
-        assert not runner.is_alive() and killed > 0
+        assert not runner.is_alive() and len(killed) == 3
         final = ms.job(ORG, job.job_id)
-        assert retries, "no connection was dropped mid-job: the test proved nothing"
+        assert len(retries) == 3, retries
         assert (final.state, final.done, final.rejected, final.failed) == ("done", N, 0, False)
         assert _count(store, "SELECT count(DISTINCT crm_user_id) FROM integration_users") == N
         assert _count(store, "SELECT count(*) FROM outbox") == N  # one notice each, no duplicate
@@ -123,9 +135,8 @@ def test_the_server_finishes_a_job_whose_connections_are_killed(
             resp = stub.Migrate(pb.MigrateRequest(
                 org_id=ORG, caller="admin", mode=pb.MIGRATE_MODE_APPLY,
                 crm_user_ids=[u.id for u in _users()], request_key="server-faults"), timeout=10)
-            for _ in range(3):
-                time.sleep(0.3)
-                _kill(url, app)
+            for _ in range(2):
+                _kill_mid_batch(url, app)
             deadline = time.monotonic() + 60
             while True:
                 try:
@@ -138,6 +149,6 @@ def test_the_server_finishes_a_job_whose_connections_are_killed(
                 assert time.monotonic() < deadline, "job stuck:\n" + server.log()[-3000:]
                 time.sleep(0.1)
             assert (job.done, job.rejected) == (N, 0)
-        assert "migration_job_retry" in server.log()
+        assert server.log().count('"migration_job_retry"') == 2
     finally:
         assert server.stop() == 0, server.log()

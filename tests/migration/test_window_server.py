@@ -16,7 +16,6 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
-from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +28,11 @@ from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc
 from tests.e2e.serverproc import REPO, ServerProc, run_authz, start_server
 
+from .conftest import Inbox
+
 ACME = REPO / "authz/policies/orgs/acme-eu/tests/directory.yaml"
 GLOBEX = REPO / "authz/policies/orgs/globex-us/tests/directory.yaml"
 Stub = authz_pb2_grpc.AuthzServiceStub
-
-
-class Inbox:
-    """aiosmtpd handler keeping every message it accepted."""
-
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(message_from_bytes(envelope.content))
-        return "250 OK"
-
-    def notices(self) -> list[str]:
-        return sorted(m["X-Authz-Notice"] for m in self.messages)
 
 
 @pytest.fixture
