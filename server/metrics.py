@@ -23,7 +23,7 @@ import importlib
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,21 @@ class _Noop:
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REGISTRY: Any = _prom.CollectorRegistry() if _prom is not None else None
+#: Called before every scrape of REGISTRY (server/tally.py adds its per-call counts).
+BEFORE_SCRAPE: list[Callable[[], None]] = []
+
+
+class _BeforeScrape:
+    """Registered first, so its collect runs before any metric is read."""
+
+    def collect(self) -> Iterable[Any]:
+        for hook in BEFORE_SCRAPE:
+            hook()
+        return []
+
+
+if REGISTRY is not None:
+    REGISTRY.register(_BeforeScrape())
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -216,6 +231,14 @@ def _tracer() -> Any | None:
 
 _TRACER: Any | None = None
 _TRACER_CHECKED = False
+
+
+def tracing() -> bool:
+    """Whether spans are recorded (a tracer is configured); checked once per process."""
+    global _TRACER, _TRACER_CHECKED
+    if not _TRACER_CHECKED:
+        _TRACER, _TRACER_CHECKED = _tracer(), True
+    return _TRACER is not None
 
 
 @contextlib.contextmanager

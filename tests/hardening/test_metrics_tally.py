@@ -1,0 +1,74 @@
+"""Per-call metrics are counted in bulk (issue 13) and /metrics is never behind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from authz.v1 import authz_pb2 as pb
+from server import metrics
+from server.edge import Gate
+from server.security import Authenticator
+from server.tally import Tally
+
+
+def _samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = metrics.render().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_counts_reach_a_scrape_at_once_and_the_histogram_matches_observe() -> None:
+    tally = Tally()
+    method = "TallyTest"
+
+    async def calls() -> None:
+        tally.answered(method, 0.0003, allowed=True, reason=pb.REASON_GRANTED)
+        tally.answered(method, 0.002, allowed=False, reason=pb.REASON_NOT_MIGRATED)
+        tally.answered(method, 9.0, Counter({(True, pb.REASON_GRANTED): 3}))
+
+    before = _samples()
+    asyncio.run(calls())  # the loop ends before the 1 s flush timer: the scrape flushes
+    after = _samples()
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("authz_rpcs_total", method=method, code="OK") == 3
+    assert delta("authz_decision_duration_seconds_count", method=method) == 3
+    assert delta("authz_decision_duration_seconds_bucket", method=method, le="0.0005") == 1
+    assert delta("authz_decision_duration_seconds_bucket", method=method, le="0.0025") == 2
+    assert delta("authz_decision_duration_seconds_bucket", method=method, le="2.5") == 2
+    assert delta("authz_decision_duration_seconds_bucket", method=method, le="+Inf") == 3
+    assert abs(delta("authz_decision_duration_seconds_sum", method=method) - 9.0023) < 1e-9
+    assert delta("authz_decisions_total", outcome="allow", reason="granted") == 4
+    assert delta("authz_decisions_total", outcome="deny", reason="not_migrated") == 1
+
+
+def test_the_gate_wraps_each_method_once() -> None:
+    gate = Gate(Authenticator(None))
+    async def handler_for(method: str, service_handler: object) -> object:
+        async def continuation(details: object) -> object:
+            return service_handler
+
+        class Details:
+            pass
+
+        d = Details()
+        d.method = method  # type: ignore[attr-defined]
+        return await gate.intercept_service(continuation, d)
+
+    async def unary(request: object, context: object) -> object:
+        return request
+
+    h = grpc.unary_unary_rpc_method_handler(unary)
+    method = "/authz.v1.AuthzService/Check"
+    first = asyncio.run(handler_for(method, h))
+    assert first is not h  # gated
+    assert asyncio.run(handler_for(method, h)) is first  # the same wrapper, not a new one
+    other = grpc.unary_unary_rpc_method_handler(unary)
+    assert asyncio.run(handler_for(method, other)) is not first  # a new handler: rewrapped
