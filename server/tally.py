@@ -36,7 +36,7 @@ class Tally:
         self._rpcs: Counter[str] = Counter()
         self._decisions: Counter[tuple[bool, int]] = Counter()
         self._buckets: dict[str, list[int]] = {}
-        self._sums: Counter[str] = Counter()
+        self._sums: dict[str, float] = {}
         self._armed = False
         self.immediate = metrics.multiprocess_dir() is not None or metrics._prom is None
         metrics.BEFORE_SCRAPE.append(self.flush)
@@ -51,7 +51,7 @@ class Tally:
             if buckets is None:
                 buckets = self._buckets[method] = [0] * (len(_BOUNDS) + 1)
             buckets[i] += 1
-            self._sums[method] += seconds
+            self._sums[method] = self._sums.get(method, 0.0) + seconds
             if decisions is not None:
                 self._decisions.update(decisions)
             elif reason >= 0:
@@ -71,7 +71,7 @@ class Tally:
             rpcs, self._rpcs = self._rpcs, Counter()
             decisions, self._decisions = self._decisions, Counter()
             buckets, self._buckets = self._buckets, {}
-            sums, self._sums = self._sums, Counter()
+            sums, self._sums = self._sums, {}
             self._armed = False
         for method, n in rpcs.items():
             metrics.RPCS.labels(method, "OK").inc(n)
