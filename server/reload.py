@@ -106,6 +106,7 @@ class PolicyReloader:
         self._seen: dict[str, Signature] = scan(policies.generated) or {}
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._health: int | None = None  # the authz.policy status last set
 
     def reload_changed(self, force: bool = False) -> ReloadReport:
         """Reload what changed on disk (everything loaded, with force); runs in a thread."""
@@ -154,9 +155,11 @@ class PolicyReloader:
         async with self._lock:
             loop = asyncio.get_running_loop()
             report = await loop.run_in_executor(self.executor, self.reload_changed, force)
-            if self.servicer is not None:
-                await self.servicer.set(POLICY_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING
-                                        if self.failing else health_pb2.HealthCheckResponse.SERVING)
+            status = (health_pb2.HealthCheckResponse.NOT_SERVING if self.failing
+                      else health_pb2.HealthCheckResponse.SERVING)
+            if self.servicer is not None and status != self._health:
+                self._health = status  # set on a change only: an idle poll does no more
+                await self.servicer.set(POLICY_SERVICE, status)
             return report
 
     def trigger(self) -> None:
@@ -175,7 +178,8 @@ class PolicyReloader:
 
     async def _run(self) -> None:
         if self.servicer is not None:
-            await self.servicer.set(POLICY_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+            self._health = health_pb2.HealthCheckResponse.SERVING
+            await self.servicer.set(POLICY_SERVICE, self._health)
         while self.interval > 0:
             await asyncio.sleep(self.interval)
             try:

@@ -38,7 +38,7 @@ class Tally:
         self._buckets: dict[str, list[int]] = {}
         self._sums: dict[str, float] = {}
         self._armed = False
-        self.immediate = metrics.multiprocess_dir() is not None or metrics._prom is None
+        self.immediate = metrics.multiprocess_dir() is not None or metrics.REGISTRY is None
         metrics.BEFORE_SCRAPE.append(self.flush)
 
     def answered(self, method: str, seconds: float, decisions: Counter[tuple[bool, int]] | None
