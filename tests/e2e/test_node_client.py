@@ -46,7 +46,8 @@ def test_node_check_allow(node_example: str, server: ServerProc) -> None:
     assert answer["decision"] == "DECISION_ALLOW"
     assert answer["identity"]["books_user_id"] == "b-fiona"
     assert answer["approval"]["outcome"] == "APPROVAL_OUTCOME_PENDING_APPROVAL"
-    assert answer["directory_revision"] == "1"  # int64 as a string, no precision loss
+    # int64 as a string, no precision loss (its value depends on the tests run before)
+    assert isinstance(answer["directory_revision"], str) and answer["directory_revision"].isdigit()
 
 
 def test_node_check_deny(node_example: str, server: ServerProc) -> None:
