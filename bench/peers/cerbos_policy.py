@@ -7,7 +7,7 @@ policy per organization: resource kind `record`, policy version = the organizati
 (word characters only), actions `<module>:<action>`, one rule per group of roles that
 share a condition. Conditions are CEL over the record's attributes (owner, status,
 approval level, total, creator, location, channel, product, written fields) and the
-principal's (locations per product, approver subject).
+principal's (locations per product, approver subjects, assigned customers).
 
 What Cerbos has no equivalent for is done by its caller, as a Cerbos deployment does:
 the directory. `principal()` resolves the CRM user with our resolver (e-mail match,
@@ -29,7 +29,7 @@ from authz.decision import CheckRequest
 from authz.directory import DirectorySnapshot
 from authz.engine.identity import resolve
 from authz.engine.index import FlowInfo, OrgIndex
-from authz.policy.compiler import INTEGRATION_ROLE, user_subject
+from authz.policy.compiler import INTEGRATION_ROLE, approver_key, user_subject
 
 KIND = "record"
 NOBODY = "nobody"
@@ -60,8 +60,9 @@ def _list(items: list[str] | tuple[str, ...]) -> str:
 def _grant_cond(rule: tuple[str, str]) -> list[str]:
     scope, chan = rule
     out = []
-    if scope != "all":
-        out.append("R.attr.owner == P.id")
+    if scope != "all":  # the record's owner is the user, or its customer is assigned to them
+        out.append('(R.attr.owner == P.id || (R.attr.customer_id != "" && '
+                   "R.attr.customer_id in P.attr.customers))")
     if chan != "*":
         out.append(f"R.attr.channel == {_q(chan)}")
     return out
@@ -91,8 +92,9 @@ def _approver(idx: OrgIndex, role: str, product: str, module: str, flow: FlowInf
         who = []
         if role in roles:
             who.append("true")
-        if users:
-            who.append("P.attr.subject in " + _list([user_subject(u) for u in users]))
+        if users:  # named by e-mail or by their user id in the product
+            who.append("P.attr.subjects.exists(s, s in "
+                       + _list([user_subject(u) for u in users]) + ")")
         if who:
             alts.append(f"(V.level == {_num(level)} && ({' || '.join(who)}))")
     return "(" + " || ".join(alts) + ")" if alts else "false"
@@ -140,7 +142,7 @@ def _condition(idx: OrgIndex, role: str, product: str, module: str, action: str,
 
 
 def _negate(conds: list[str]) -> list[str]:
-    return [c.replace(" == ", " != ", 1) for c in conds]
+    return [f"!{c}" if c.startswith("(") else f"!({c})" for c in conds]
 
 
 def _located(product: str) -> str:
@@ -251,10 +253,17 @@ def principal(idx: OrgIndex, snap: DirectorySnapshot, req: CheckRequest) -> dict
     pid = r.crm.id if r.crm is not None else req.user
     if r.reason is not None or r.crm is None:
         return {"id": pid, "roles": [NOBODY], "attr": {}}
-    attr: dict[str, Any] = {"subject": user_subject(r.crm.email) if r.finance else ""}
+    subjects = [user_subject(r.crm.email)] if r.finance else []
+    customers: set[str] = set()
+    attr: dict[str, Any] = {}
     for product in catalog.PRODUCTS:
         fin = r.finance.get(product)
         attr[f"loc_{product}"] = list(fin.locations) if fin is not None else []
+        if fin is not None:
+            subjects.append(user_subject(approver_key(product, fin.user_id)))
+            customers |= fin.assigned_customers
+    attr["subjects"] = subjects
+    attr["customers"] = sorted(customers)
     return {"id": pid, "roles": list(r.identity.roles), "attr": attr}
 
 
@@ -262,7 +271,8 @@ def resource(req: CheckRequest) -> dict[str, Any]:
     """The Cerbos resource for a Check's record."""
     rec = req.record
     attr: dict[str, Any] = {
-        "owner": rec.owner, "status": rec.status, "approval_level": float(rec.approval_level),
+        "owner": rec.owner, "customer_id": rec.customer_id, "status": rec.status,
+        "approval_level": float(rec.approval_level),
         "created_by": rec.created_by, "location": rec.location, "channel": req.channel.value,
         "product": req.product, "write_fields": list(req.write_fields)}
     if rec.total is not None:

@@ -97,7 +97,10 @@ def example_request(rng: random.Random, world: World, org_id: str) -> CheckReque
     module = rng.choice([m for m in catalog.MODULES[product]
                          if m not in ("reports", "dashboard", "settings")])
     action = rng.choice(catalog.actions_for(module))
+    customers = sorted({c for u in snap.crm_users.values()
+                        for f in snap.finance_users(u).values() for c in f.assigned_customers})
     rec = Record(record_id="r1", owner=rng.choice((user, rng.choice(users), "")),
+                 customer_id=rng.choice(("", "c-unknown", *customers)),
                  total=rng.choice((None, 50.0, 5000.0, 20000.0)), status=rng.choice(_STATUSES),
                  approval_level=rng.choice((0, 1, 2)),
                  created_by=rng.choice((user, rng.choice(users))),
