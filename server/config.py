@@ -55,6 +55,13 @@ class Config:
     callers_file: str = ""  # YAML of calling services (scopes, orgs, certs, token hashes)
     allow_insecure: bool = False  # permit plaintext or no authentication off loopback
     max_message_bytes: int = 16 * 1024 * 1024  # largest request accepted
+    # Resource limits (server/resources.py); over one: RESOURCE_EXHAUSTED, never OOM/EMFILE.
+    max_connections: int = 10_000  # open client connections per listening port
+    max_streams: int = 100  # concurrent calls on one connection (HTTP/2 streams)
+    max_calls: int = 10_000  # calls in progress in the process, watch streams included
+    max_inflight_bytes: int = 256 * 1024 * 1024  # request bytes held by calls in progress
+    connection_idle: float = 300.0  # seconds before an idle connection is closed
+    connection_age: float = 3600.0  # seconds before a connection is asked to reconnect
     reload_interval: float = 2.0  # seconds between policy/callers change polls; 0: SIGHUP only
     health_interval: float = 1.0  # seconds between database reachability probes; 0: off
     metrics_listen: str = ""  # host:port for Prometheus /metrics; empty: off
@@ -92,12 +99,14 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if isinstance(value, bool) or int(value) < 1:
                 raise ValueError("expected an integer, at least 1")
             return int(value)
-        if name in ("grace", "reload_interval", "health_interval"):
+        if name in ("grace", "reload_interval", "health_interval", "connection_idle",
+                    "connection_age"):
             out: Any = float(value)
             if out < 0:
                 raise ValueError("must not be negative")
             return out
-        if name in ("workers", "threads", "max_batch", "max_message_bytes"):
+        if name in ("workers", "threads", "max_batch", "max_message_bytes", "max_connections",
+                    "max_streams", "max_calls", "max_inflight_bytes"):
             if isinstance(value, bool):
                 raise ValueError("expected an integer")
             out = int(value)

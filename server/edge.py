@@ -4,6 +4,7 @@
 2. the bytes decoded as the request type          -> INVALID_ARGUMENT
 3. scope for the method, organizations named      -> PERMISSION_DENIED
 4. generic limits (text, characters, counts)       -> INVALID_ARGUMENT
+   request bytes in progress over the budget       -> RESOURCE_EXHAUSTED (resources.py)
 5. deadline already spent                          -> DEADLINE_EXCEEDED (no work done)
 6. `current_caller` and the call's wait budget (authz.budget) set, span opened, handler run, metrics recorded
 7. what escapes the handler is mapped: domain errors to their codes, an unreachable
@@ -38,6 +39,7 @@ from authz.v1 import authz_pb2 as pb
 from . import convert, limits, metrics
 from .callers import current_caller
 from .logs import Throttle, event
+from .resources import InFlight
 from .security import Authenticator, Forbidden, Unauthenticated, authorize
 from .tally import TALLY
 
@@ -54,10 +56,11 @@ Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Authenticates, authorizes, validates and maps errors for AuthzService RPCs."""
 
-    def __init__(self, auth: Authenticator) -> None:
+    def __init__(self, auth: Authenticator, inflight: InFlight | None = None) -> None:
         self.auth = auth
         # method -> (the service's handler, the gated one): wrapped once, not per call
         self._gated: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self.inflight = inflight  # request bytes held by calls in progress (resources.py)
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -75,7 +78,8 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return gated
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        deserialize = limits.guard_deserializer(handler.request_deserializer)
+        deserialize = limits.guard_deserializer(
+            handler.request_deserializer, self.inflight.fits if self.inflight else None)
         if handler.request_streaming:
             # No client-streaming RPC exists; one added later must be gated first.
             return grpc.unary_unary_rpc_method_handler(_refuse_streaming,
@@ -95,6 +99,7 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def behavior(request: Any, context: Ctx) -> Any:
             t0 = time.perf_counter()
             budget = await self._admit(method, request, context)
+            held = await self._hold(name, request, context)
             try:
                 if metrics.tracing():
                     with metrics.span(method):
@@ -105,6 +110,8 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 await _fail(context, name, exc)
             finally:
                 budget.cancel()  # a worker thread still waiting for this call stops now
+                if held and self.inflight is not None:
+                    self.inflight.give(held)
             _observe(name, response, time.perf_counter() - t0)
             return response
         return behavior
@@ -115,6 +122,7 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         async def behavior(request: Any, context: Ctx) -> AsyncIterator[Any]:
             budget = await self._admit(method, request, context)
+            held = await self._hold(name, request, context)
             try:
                 with metrics.span(method):
                     result = inner(request, context)
@@ -127,8 +135,22 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 await _fail(context, name, exc)
             finally:
                 budget.cancel()
+                if held and self.inflight is not None:
+                    self.inflight.give(held)
             metrics.RPCS.labels(name, "OK").inc()
         return behavior
+
+    async def _hold(self, name: str, request: Any, context: Ctx) -> int:
+        """Take the request's bytes from the in-flight budget (given back when the call
+        ends); a call the budget cannot hold is RESOURCE_EXHAUSTED, clients back off."""
+        if self.inflight is None:
+            return 0
+        size = int(request.ByteSize())
+        if not self.inflight.take(size):
+            await _abort(context, name, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"the server holds its limit of request bytes in progress "
+                         f"({self.inflight.limit}); retry shortly")
+        return size
 
     async def _admit(self, method: str, request: Any, context: Ctx) -> Budget:
         name = _short(method)
@@ -145,6 +167,10 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 event(log, logging.INFO, "unauthenticated_summary", last_error=str(exc),
                       **summary)
             await _abort(context, name, grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        if isinstance(request, limits.OverBudget):
+            await _abort(context, name, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"the server holds its limit of request bytes in progress; "
+                         f"{request.size} more do not fit now, retry shortly")
         if isinstance(request, limits.Undecodable):
             await _abort(context, name, grpc.StatusCode.INVALID_ARGUMENT,
                          f"request: cannot decode as {name}'s request type ({request.error})")

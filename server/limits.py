@@ -65,9 +65,20 @@ class Undecodable:
         self.error = error
 
 
-def guard_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
-    """Wrap a request deserializer so malformed bytes become an Undecodable value."""
+class OverBudget:
+    """Stands in for a request not parsed: the in-flight bytes budget could not hold it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def guard_deserializer(deserialize: Callable[[bytes], Any] | None,
+                       fits: Callable[[int], bool] | None = None) -> Callable[[bytes], Any]:
+    """Wrap a request deserializer so malformed bytes become an Undecodable value, and
+    bytes the in-flight budget cannot hold (`fits`) an OverBudget one, never parsed."""
     def safe(data: bytes) -> Any:
+        if fits is not None and not fits(len(data)):
+            return OverBudget(len(data))
         try:
             return deserialize(data) if deserialize is not None else data
         except Exception as exc:

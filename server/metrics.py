@@ -105,6 +105,9 @@ RELOAD_FAILING = _metric("Gauge", "authz_policy_reload_failing",
                          "revision serves.", ("org_id",), multiprocess_mode="livemax")
 MIGRATION_JOBS = _metric("Gauge", "authz_migration_jobs", "Migration jobs by state.", ("state",),
                          multiprocess_mode="livemax")
+MIGRATION_WATCH_READS = _metric("Counter", "authz_migration_watch_reads_total",
+                                "Store reads feeding WatchMigrationJob streams (one per "
+                                "watched job per tick, shared by all its streams).")
 STORE_UP = _metric("Gauge", "authz_store_up", "1 when the last database probe succeeded.",
                    multiprocess_mode="livemin")
 

@@ -39,6 +39,7 @@ from authz.store.migration import Job, MigrationStore, settings_from_manifest
 from authz.store.outbox import Outbox, notify_permission_set
 from authz.v1 import authz_pb2 as pb
 
+from .jobwatch import JobWatch
 from .logs import event
 
 log = logging.getLogger("authz.server.migrate")
@@ -69,6 +70,7 @@ class MigrationRuntime:
         self._jobs = ThreadPoolExecutor(max_workers=2, thread_name_prefix="authz-migration")
         self._stop = threading.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.watch: JobWatch | None = None  # WatchMigrationJob's shared poller, on first use
 
     def start(self) -> None:
         """Resume unfinished jobs, then run the schedule (from the event loop)."""
@@ -154,8 +156,10 @@ class MigrationRuntime:
     def stop(self) -> None:
         """Stop between batches: an unfinished job resumes at the next start."""
         self._stop.set()
-        for t in self._tasks:
-            t.cancel()
+        for t in self._tasks:  # thread-safe: the server's shutdown calls this off the loop
+            t.get_loop().call_soon_threadsafe(t.cancel)
+        if self.watch is not None:
+            self.watch.stop()
         self._jobs.shutdown(wait=True, cancel_futures=True)
 
 
@@ -257,18 +261,14 @@ async def get_job(service: Any, request: pb.GetMigrationJobRequest) -> pb.Migrat
 
 async def watch_job(service: Any, request: pb.GetMigrationJobRequest,
                     context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[pb.MigrationJob]:
-    """A message whenever the job's progress moves, the last one when it is done."""
+    """A message whenever the job's progress moves, the last one when it is done. Every
+    stream is fed by the runtime's one poller (server/jobwatch.py), not a loop of its own."""
     rt = _runtime(service)
     org_id = _org(request.org_id)
-    last: tuple[str, int, int] | None = None
-    while not context.done():
-        job: Job = await _call(service, lambda: rt.ms.job(org_id, request.job_id, items=False))
-        key = (job.state, job.done, job.rejected)
-        if key != last:
-            last = key
-            if job.state == "done" and not request.summary_only:
-                job = await _call(service, rt.ms.job, org_id, request.job_id)
-            yield job_message(job, request.summary_only)
-        if job.state == "done":
-            return
-        await asyncio.sleep(0.2)
+    if rt.watch is None:
+        rt.watch = JobWatch(lambda org, job_id: _call(
+            service, lambda: rt.ms.job(org, job_id, items=False)))
+    async for job in rt.watch.follow(org_id, request.job_id):
+        if job.state == "done" and not request.summary_only:
+            job = await _call(service, rt.ms.job, org_id, request.job_id)
+        yield job_message(job, request.summary_only)

@@ -19,7 +19,7 @@ from grpc_health.v1 import health
 
 from authz.engine.engine import PolicySet
 
-from . import edge, metrics, security
+from . import edge, metrics, resources, security
 from .config import Config, ConfigError
 from .healthwatch import HealthWatcher
 from .logs import event
@@ -45,9 +45,13 @@ class Ops:
         self._metrics: metrics.MetricsServer | None = None
 
     def server_options(self) -> dict[str, Any]:
-        """Keyword arguments for grpc.aio.server: the gate and the message size limit."""
-        return {"interceptors": [edge.Gate(self.auth)],
-                "options": [("grpc.max_receive_message_length", self.cfg.max_message_bytes)]}
+        """Keyword arguments for grpc.aio.server: the gate, message size and resource
+        limits (server/resources.py)."""
+        cfg = self.cfg
+        return {"interceptors": [edge.Gate(self.auth, resources.InFlight(cfg.max_inflight_bytes))],
+                "maximum_concurrent_rpcs": cfg.max_calls,
+                "options": [("grpc.max_receive_message_length", cfg.max_message_bytes),
+                            *resources.grpc_options(cfg, resources.fit_connections(cfg))]}
 
     def bind(self, server: grpc.aio.Server) -> int:
         """Add every configured port; returns the main one."""

@@ -21,6 +21,13 @@ _SERVE = {
     "token_listen": (str, "extra host:port, TLS without client certificates, for bearer tokens"),
     "callers": (str, "callers file (scopes, organizations, certificate names, token hashes)"),
     "max_message_bytes": (int, "largest request accepted (default 16 MiB)"),
+    "max_connections": (int, "open client connections per port (default 10000)"),
+    "max_streams": (int, "concurrent calls on one connection (default 100)"),
+    "max_calls": (int, "calls in progress, beyond: RESOURCE_EXHAUSTED (default 10000)"),
+    "max_inflight_bytes": (int, "request bytes held by calls in progress, beyond: "
+                                "RESOURCE_EXHAUSTED (default 256 MiB)"),
+    "connection_idle": (float, "seconds before an idle connection is closed (default 300)"),
+    "connection_age": (float, "seconds before a connection must reconnect (default 3600)"),
     "reload_interval": (float, "seconds between policy change polls; 0: SIGHUP only (default 2)"),
     "health_interval": (float, "seconds between database probes; 0: off (default 1)"),
     "metrics_listen": (str, "host:port for Prometheus /metrics (default: off)"),
