@@ -82,6 +82,20 @@ def test_idle_connections_are_capped_and_the_server_recovers(tmp_path: Path, db_
         assert server.stop() == 0, server.log()[-3000:]
 
 
+def _concurrently(server: ServerProc, rpc: str, request: object, n: int) -> list[grpc.StatusCode]:
+    """The codes of `n` simultaneous calls, each on a connection of its own."""
+    def send(_: int) -> grpc.StatusCode:
+        with grpc.insecure_channel(server.address) as ch:
+            try:
+                getattr(pb_grpc.AuthzServiceStub(ch), rpc)(request, timeout=20)
+            except grpc.RpcError as err:
+                return err.code()
+            return grpc.StatusCode.OK
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(send, range(n)))
+
+
 def _big_batch(items: int, pad: int) -> pb.CheckBatchRequest:
     """A large CheckBatch that holds its bytes for a while (a revision no one reaches)."""
     return pb.CheckBatchRequest(requests=[
@@ -95,21 +109,12 @@ def test_request_bytes_in_progress_are_bounded(tmp_path: Path, db_url: str) -> N
     RESOURCE_EXHAUSTED; once they are done the budget is whole again."""
     server = _start(tmp_path, db_url, "--max-inflight-bytes", str(1_000_000))
     try:
-        big = _big_batch(600, 1000)
-
-        def send(_: int) -> grpc.StatusCode:
-            with grpc.insecure_channel(server.address) as ch:
-                try:
-                    pb_grpc.AuthzServiceStub(ch).CheckBatch(big, timeout=20)
-                except grpc.RpcError as err:
-                    return err.code()
-                return grpc.StatusCode.OK
-
-        with ThreadPoolExecutor(6) as pool:
-            codes = list(pool.map(send, range(6)))
+        codes = _concurrently(server, "CheckBatch", _big_batch(600, 1000), 6)
         assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes, codes
         assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
-        assert send(0) == grpc.StatusCode.OK  # nothing leaked: the budget is whole again
+        # nothing leaked: the budget is whole again
+        assert _concurrently(server, "CheckBatch", _big_batch(600, 1000), 1) == \
+            [grpc.StatusCode.OK]
     finally:
         assert server.stop() == 0, server.log()[-3000:]
 
@@ -119,17 +124,7 @@ def test_calls_over_the_limit_are_resource_exhausted(tmp_path: Path, db_url: str
     try:
         slow = pb.CheckRequest(org_id=ORG, user="u-sam", action="view", module="invoices",
                                min_revision=10**12)
-
-        def send(_: int) -> grpc.StatusCode:
-            with grpc.insecure_channel(server.address) as ch:
-                try:
-                    pb_grpc.AuthzServiceStub(ch).Check(slow, timeout=20)
-                except grpc.RpcError as err:
-                    return err.code()
-                return grpc.StatusCode.OK
-
-        with ThreadPoolExecutor(12) as pool:
-            codes = list(pool.map(send, range(12)))
+        codes = _concurrently(server, "Check", slow, 12)
         assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes, codes
         assert set(codes) <= {grpc.StatusCode.FAILED_PRECONDITION,
                               grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
