@@ -37,3 +37,21 @@ class PermissionDenied(AuthzError):
 
 class FailedPrecondition(AuthzError):
     """The system is not in a state to answer, e.g. a revision not yet reached."""
+
+
+class PolicyUnavailable(AuthzError):
+    """An organization's compiled policy did not verify (cut short, reordered, swapped,
+    half-written): nothing is decided for that organization, and every other one is
+    unaffected. Not the caller's fault, but about their request's organization, so it is
+    answered per request (per CheckBatch item): gRPC UNAVAILABLE with ErrorInfo reason
+    POLICY_UNVERIFIED. `str()` names the file for the log; clients get `public`."""
+
+    def __init__(self, org_id: str, detail: str) -> None:
+        self.org_id = org_id
+        self.detail = detail
+        super().__init__(detail)
+
+    @property
+    def public(self) -> str:
+        return (f"the policy of organization '{self.org_id}' is unavailable on this server "
+                "(it did not verify); nothing is decided for it until it is fixed")

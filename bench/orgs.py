@@ -110,9 +110,8 @@ def write_orgs(out: Path, start: int, stop: int, seed: int = 1, shape: Shape = S
     for n in range(start, stop):
         rng = random.Random(seed * 1_000_003 + n)
         org = organization(rng, org_name(n, name), tree, shape)
-        compiled = compile_org(org, tree)
-        (out / "orgs" / f"{org.id}.csv").write_bytes(compiled.csv)
-        (out / "orgs" / f"{org.id}.json").write_bytes(compiled.manifest)
+        for rel, data in compile_org(org, tree).files().items():
+            (out / rel).write_bytes(data)
     return stop - start
 
 

@@ -39,11 +39,13 @@ from authz.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    PolicyUnavailable,
     UnknownOrganization,
 )
 from authz.v1 import authz_pb2 as pb
 
 MAX_TEXT = 256
+ERROR_DOMAIN = "authz.v1"  # google.rpc.ErrorInfo.domain of every reason this server sets
 
 _CHANNELS = {
     pb.CHANNEL_UNSPECIFIED: Channel.CRM,
@@ -197,6 +199,10 @@ def check_response(d: Decision, decided_at: datetime | None = None,
 
 def error_status(exc: AuthzError) -> status_pb2.Status:
     """The google.rpc.Status a domain error maps to, with details a client can act on."""
+    if isinstance(exc, PolicyUnavailable):  # the file and problem are for the log only
+        info = error_details_pb2.ErrorInfo(reason="POLICY_UNVERIFIED", domain=ERROR_DOMAIN,
+                                           metadata={"org_id": exc.org_id})
+        return _status(code_pb2.UNAVAILABLE, exc.public, info)
     if isinstance(exc, InvalidArgument):
         bad = error_details_pb2.BadRequest(field_violations=[
             error_details_pb2.BadRequest.FieldViolation(field=f, description=d)

@@ -2,14 +2,15 @@
 
 `authz policy compile` swaps the generated folder in with a rename, so a reader sees the
 old files or the new ones. The reloader notices a change by each organization's file
-signature (inode, size, mtime of its .json and .csv, and of model.conf), loads the new
+signature (inode, size, mtime of its .json, .csv and .seal, and the folder's inode), loads the new
 index off the event loop, checks it, and only then swaps it into the PolicySet: a
 decision in flight keeps the index it already holds, the next one gets the new one, and
 no Check fails because a reload happened.
 
-A broken policy (unparsable JSON, a CSV whose revision is not the manifest's, a policy
-that cannot answer a smoke question) is refused: the last good revision keeps serving,
-and the failure is reported in the log (`policy_reload_failed`), in health (service
+A broken policy (any file that does not verify against the organization's seal, see
+authz.policy.integrity; a policy that cannot answer a smoke question) is refused: the last
+good revision keeps serving, and the failure is reported in the log
+(`policy_reload_failed`), in health (service
 `authz.policy` turns NOT_SERVING while any organization is stuck on an older revision;
 the overall health stays SERVING, since decisions are still correct for that revision),
 and in metrics (authz_policy_reload_failures_total, authz_policy_reload_failing).
@@ -34,6 +35,7 @@ from authz.directory import DirectorySnapshot
 from authz.engine.decide import decide
 from authz.engine.engine import PolicySet
 from authz.engine.index import OrgIndex, load_org
+from authz.policy.integrity import SEAL_SUFFIX
 
 from . import metrics
 from .logs import event
@@ -44,7 +46,10 @@ Signature = tuple[tuple[int, int, int], ...]
 
 
 def _stat(path: Path) -> tuple[int, int, int]:
-    st = path.stat()
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return (0, 0, 0)  # a missing file is a change too: the load then refuses it
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
@@ -56,29 +61,23 @@ def _moved(generated: Path, org: str, sig: Signature) -> bool:
 
 def scan(generated: Path) -> dict[str, Signature] | None:
     """Every organization's file signature; None while the folder is being swapped."""
+    orgs = generated / "orgs"
     try:
-        model = _stat(generated / "model.conf")
-        out: dict[str, Signature] = {}
-        with os.scandir(generated / "orgs") as it:
-            for entry in it:
-                if entry.name.endswith(".json"):
-                    org = entry.name[:-5]
-                    out[org] = (model, _stat(Path(entry.path)),
-                                _stat(generated / "orgs" / f"{org}.csv"))
-        return out
+        model = generated.stat()
+        with os.scandir(orgs) as it:
+            names = {e.name.rsplit(".", 1)[0] for e in it
+                     if e.name.endswith((".json", SEAL_SUFFIX))}
     except FileNotFoundError:
         return None
+    here = (model.st_ino, 0, 0)
+    return {org: (here, _stat(orgs / f"{org}.json"), _stat(orgs / f"{org}.csv"),
+                  _stat(orgs / f"{org}{SEAL_SUFFIX}")) for org in names}
 
 
 def load_checked(generated: Path, org_id: str) -> OrgIndex:
-    """Load an organization and prove the index usable; raises on anything wrong."""
+    """Load an organization (verified against its seal: `load_org`) and prove the index
+    usable; raises on anything wrong."""
     idx = load_org(generated, org_id)
-    if idx.org_id != org_id or not idx.revision:
-        raise ValueError(f"manifest names organization {idx.org_id!r} revision {idx.revision!r}")
-    with (generated / "orgs" / f"{org_id}.csv").open(encoding="utf-8") as f:
-        header = [next(f, "") for _ in range(4)]
-    if f"# revision: {idx.revision}\n" not in header:
-        raise ValueError(f"policy CSV is not revision {idx.revision} (half-written or mixed files)")
     # One question through the real decision code: a policy that cannot answer it is broken.
     decide(CheckRequest(org_id, "reload-smoke-test", "view", "invoices"), idx,
            DirectorySnapshot(org_id))
@@ -115,11 +114,14 @@ class PolicyReloader:
         if sigs is None:
             return report  # mid-swap: the next poll sees the new folder
         loaded = set(self.policies.loaded())
+        for org, error in self.policies.broken().items():  # refused on a cold load
+            if org not in self.failing:
+                report.failed[org] = error
         for org, sig in sorted(sigs.items()):
             if not force and self._seen.get(org) == sig:
                 continue
             self._seen[org] = sig
-            if org not in loaded and org not in self.failing:
+            if org not in loaded and org not in self.failing and org not in report.failed:
                 continue  # not cached: its next use loads the new files anyway
             old = self.policies.get(org).revision if org in loaded else ""
             try:
@@ -132,6 +134,7 @@ class PolicyReloader:
                     continue
                 report.failed[org] = f"{type(exc).__name__}: {exc}"
                 continue
+            report.failed.pop(org, None)
             self.policies.put(idx)
             report.reloaded[org] = idx.revision
             event(log, logging.INFO, "policy_reloaded", org_id=org, old_revision=old,

@@ -7,6 +7,8 @@ never a mix.
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -18,6 +20,10 @@ from authz.directory import DirectorySnapshot
 from authz.engine.decide import decide_valid, validate
 from authz.engine.index import OrgIndex, load_org
 from authz.errors import AuthzError, FailedPrecondition, UnknownOrganization
+from authz.policy import integrity
+
+log = logging.getLogger("authz.policy")
+Signature = tuple[tuple[int, int, int] | None, ...]
 
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parent.parent / "policies" / "generated"
 
@@ -59,10 +65,19 @@ class PolicySet:
         self.cache_size = cache_size
         self._cache: OrderedDict[str, OrgIndex] = OrderedDict()
         self._lock = threading.Lock()
+        # org -> (file signature, why it did not verify): refused until the files change
+        self._broken: dict[str, tuple[Signature, integrity.PolicyIntegrityError]] = {}
+
+    def broken(self) -> dict[str, str]:
+        """Organizations whose files did not verify when last loaded, with the reason."""
+        return {org: str(exc) for org, (_, exc) in list(self._broken.items())}
 
     def org_ids(self) -> list[str]:
-        """Every organization with compiled policy."""
-        return sorted(p.stem for p in (self.generated / "orgs").glob("*.json"))
+        """Every organization with compiled policy (a manifest or a seal: one without the
+        other is a half-written organization, which loading refuses)."""
+        orgs = self.generated / "orgs"
+        return sorted({p.stem for p in orgs.glob("*.json")} | {p.stem for p in orgs.glob(
+            "*" + integrity.SEAL_SUFFIX)})
 
     def get(self, org_id: str) -> OrgIndex:
         idx = self._cache.get(org_id)
@@ -75,12 +90,26 @@ class PolicySet:
         return self._cache.get(org_id)
 
     def load(self, org_id: str) -> OrgIndex:
-        """(Re)load one organization from disk and swap it in."""
-        if not org_id or "/" in org_id or org_id.startswith(".") or not (
-            self.generated / "orgs" / f"{org_id}.json"
-        ).is_file():
+        """(Re)load one organization from disk, verified, and swap it in. Files that do not
+        verify raise PolicyUnavailable (for this organization only) and are remembered
+        by their signature, so that traffic to a broken organization does not re-read it."""
+        orgs = self.generated / "orgs"
+        if not org_id or "/" in org_id or org_id.startswith(".") or not any(
+            (orgs / f"{org_id}{ext}").is_file() for ext in (".json", integrity.SEAL_SUFFIX)
+        ):
             raise UnknownOrganization(org_id)
-        idx = load_org(self.generated, org_id)
+        sig = _signature(orgs, org_id)
+        known = self._broken.get(org_id)
+        if known is not None and known[0] == sig:
+            raise known[1]
+        try:
+            idx = load_org(self.generated, org_id)
+        except integrity.PolicyIntegrityError as exc:
+            self._broken[org_id] = (sig, exc)
+            log.error("policy_load_failed", extra={"fields": {
+                "org_id": org_id, "file": exc.file, "problem": exc.problem}})
+            raise
+        self._broken.pop(org_id, None)
         with self._lock:
             self._cache[org_id] = idx
             self._cache.move_to_end(org_id)
@@ -89,8 +118,10 @@ class PolicySet:
         return idx
 
     def put(self, idx: OrgIndex) -> None:
+        """Swap in an index loaded (and verified) elsewhere: the hot reload."""
         with self._lock:
             self._cache[idx.org_id] = idx
+            self._broken.pop(idx.org_id, None)
 
     def warm(self, org_ids: Iterable[str] | None = None) -> int:
         """Load organizations ahead of traffic; returns how many are loaded."""
@@ -101,6 +132,19 @@ class PolicySet:
 
     def loaded(self) -> list[str]:
         return list(self._cache)
+
+
+def _signature(orgs: Path, org_id: str) -> Signature:
+    """(inode, size, mtime) of an organization's compiled files; None for a missing one."""
+    out: list[tuple[int, int, int] | None] = []
+    for ext in (".csv", ".json", integrity.SEAL_SUFFIX):
+        try:
+            st = os.stat(orgs / f"{org_id}{ext}")
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
 class Engine:

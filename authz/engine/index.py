@@ -9,7 +9,6 @@ the same questions with a few dict lookups, whatever the organization's size.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -18,9 +17,11 @@ from typing import Any, NamedTuple
 
 import casbin
 from casbin.model import Model
+from casbin.persist import load_policy_line
 from casbin.persist.adapters import FileAdapter
 
 from authz import catalog
+from authz.policy import integrity
 from authz.policy.compiler import MODEL_CONF, user_subject
 
 _ACCESS_RANK = {a: i for i, a in enumerate(catalog.FIELD_ACCESS)}
@@ -199,11 +200,18 @@ class _PolicyFileAdapter(FileAdapter):  # type: ignore[misc]
     produces; anything else goes through Casbin's own loader.
     """
 
+    def __init__(self, file_path: str, text: str | None = None) -> None:
+        super().__init__(file_path)
+        self._text = text  # verified bytes already read (load_org): never read twice
+
     def _load_policy_file(self, model: Model) -> None:
-        with open(self._file_path, "rb") as file:
-            text = file.read().decode()
+        text = self._text
+        if text is None:
+            with open(self._file_path, "rb") as file:
+                text = file.read().decode()
         if not _plain(text):
-            super()._load_policy_file(model)
+            for line in text.split("\n"):  # as Casbin's readline loop splits
+                load_policy_line(line.strip(), model)
             return
         sections = model.model
         lines = [ln for ln in map(str.strip, text.split("\n")) if ln and ln[0] != "#"]
@@ -222,11 +230,12 @@ class _Model(Model):  # type: ignore[misc]
             super().print_policy()
 
 
-def load_enforcer(csv_path: Path) -> casbin.Enforcer:
-    """A Casbin enforcer for one organization's compiled policy."""
+def load_enforcer(csv_path: Path, text: str | None = None) -> casbin.Enforcer:
+    """A Casbin enforcer for one organization's compiled policy (`text`: its verified
+    content, else the file is read)."""
     model = _Model()
     model.load_model_from_text(MODEL_CONF)
-    enforcer = casbin.Enforcer(model, _PolicyFileAdapter(str(csv_path)))
+    enforcer = casbin.Enforcer(model, _PolicyFileAdapter(str(csv_path), text))
     # Role links are plain names: skip pattern matching, which is quadratic in users.
     enforcer.get_role_manager().add_matching_func(None)
     return enforcer
@@ -296,6 +305,15 @@ def build_index(enforcer: casbin.Enforcer, manifest: dict[str, Any]) -> OrgIndex
 
 
 def load_org(generated: Path, org_id: str) -> OrgIndex:
-    """Load one organization's compiled files and index them."""
-    manifest = json.loads((generated / "orgs" / f"{org_id}.json").read_text(encoding="utf-8"))
-    return build_index(load_enforcer(generated / "orgs" / f"{org_id}.csv"), manifest)
+    """Load one organization's compiled files, verified against their seal before any row
+    is used (raises `PolicyIntegrityError` naming the file), and index them."""
+    csv_path = generated / "orgs" / f"{org_id}.csv"
+    files = integrity.verify(generated / "orgs", org_id, MODEL_CONF)
+    enforcer = load_enforcer(csv_path, files.csv_text)
+    loaded = {k: len(enforcer.get_named_policy(k)) for k in integrity.ROW_KINDS if k != "g"}
+    loaded["g"] = len(enforcer.get_named_grouping_policy("g"))
+    integrity.check_loaded(org_id, str(csv_path), files.rows, loaded)
+    idx = build_index(enforcer, files.manifest)
+    integrity.check_tables(org_id, str(csv_path), files.manifest, idx.fields,
+                           idx.approvers, idx.blocked)
+    return idx

@@ -44,6 +44,12 @@ def register(sub: Any) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="list every case and gap")
     p.set_defaults(func=cmd_test)
 
+    p = psub.add_parser("verify", help="verify compiled policy against its seals, as every "
+                        "server load does; exit 1 naming each file that does not verify")
+    p.add_argument("--policy-dir", type=Path, default=DEFAULT_ROOT / compiler.GENERATED,
+                   help="compiled policy folder (default: %(default)s)")
+    p.set_defaults(func=cmd_verify)
+
     p = psub.add_parser("diff", help="how decisions change between two policy trees")
     root_arg(p)
     p.add_argument("a", help="policy root folder or git revision (before)")
@@ -133,6 +139,27 @@ def cmd_test(args: argparse.Namespace) -> int:
                 print(f"    {item}")
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from authz.engine.engine import PolicySet
+    from authz.engine.index import load_org
+    from authz.policy.integrity import PolicyIntegrityError
+
+    policies = PolicySet(args.policy_dir)
+    orgs = policies.org_ids()
+    bad = 0
+    for org in orgs:
+        try:
+            load_org(args.policy_dir, org)
+        except PolicyIntegrityError as exc:
+            bad += 1
+            print(f"error: {exc.file}: {exc.problem}", file=sys.stderr)
+    if bad:
+        print(f"{bad} of {len(orgs)} organizations do not verify", file=sys.stderr)
+        return 1
+    print(f"{len(orgs)} organizations verify")
+    return 0
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

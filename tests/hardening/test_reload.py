@@ -18,21 +18,19 @@ from authz.engine.engine import DEFAULT_POLICY_DIR
 from authz.policy.compiler import write_atomic
 from authz_client import AuthzClient
 from tests.e2e.serverproc import ServerProc, free_port, seed, start_server
+from tests.hardening.policyfiles import renamed
 
 ORIGINAL = json.loads((DEFAULT_POLICY_DIR / "orgs/acme-eu.json").read_text())["revision"]
 
 
-def publish(gen: Path, revision: str | None, broken: bool = False) -> None:
-    """Swap in the generated folder as `authz policy compile` does, with acme-eu's
-    revision renamed (or its manifest broken)."""
-    files = {p.relative_to(DEFAULT_POLICY_DIR).as_posix(): p.read_bytes()
-             for p in DEFAULT_POLICY_DIR.rglob("*") if p.is_file()}
-    if revision is not None:
-        for name in ("orgs/acme-eu.json", "orgs/acme-eu.csv"):
-            files[name] = files[name].replace(ORIGINAL.encode(), revision.encode())
+def publish(gen: Path, name: str, broken: bool = False) -> str:
+    """Swap in the generated folder as `authz policy compile` does, compiled with acme-eu
+    renamed (a new revision; or its manifest broken); returns acme-eu's new revision."""
+    files = renamed(name)
     if broken:
         files["orgs/acme-eu.json"] = b'{"revision": "truncated'
     write_atomic(files, gen)
+    return str(json.loads(files["orgs/acme-eu.json"])["revision"]) if not broken else ""
 
 
 def policy_health(server: ServerProc) -> int:
@@ -102,27 +100,28 @@ def reload_server(tmp_path: Path) -> Iterator[tuple[ServerProc, Path, int]]:
 def test_reload_under_load_fails_no_check(reload_server: tuple[ServerProc, Path, int]) -> None:
     server, gen, metrics_port = reload_server
     with AuthzClient(server.address, deadline=5) as c, Load(server.address) as load:
+        revs = []
         for i in range(4):  # four good pushes
-            rev = f"{i:016x}"
-            publish(gen, rev)
+            rev = publish(gen, f"Acme {i}")
+            revs.append(rev)
             wait_for(lambda rev=rev: c.check("acme-eu", "u-sam", "view", "invoices").policy_revision
                      == rev)
             time.sleep(0.1)
-        publish(gen, "feedfacefeedface", broken=True)  # a broken push
+        publish(gen, "Acme broken", broken=True)  # a broken push
         wait_for(lambda: policy_health(server) == 2)  # authz.policy NOT_SERVING
         time.sleep(0.3)
         last_good = c.check("acme-eu", "u-sam", "view", "invoices")
-        assert last_good.allowed and last_good.policy_revision == f"{3:016x}"
+        assert last_good.allowed and last_good.policy_revision == revs[3]
         assert server.health("") == 1  # still serving decisions
-        publish(gen, "0123456789abcdef")  # the fix
+        fixed = publish(gen, "Acme fixed")  # the fix
         wait_for(lambda: policy_health(server) == 1)
-        assert c.check("acme-eu", "u-sam", "view", "invoices").policy_revision == "0123456789abcdef"
+        assert c.check("acme-eu", "u-sam", "view", "invoices").policy_revision == fixed
         time.sleep(0.3)
     print(f"reload under load: {load.ok} Checks OK, {len(load.failures)} failed, "
           f"revisions seen {len(load.revisions)}")
     assert load.failures == []
     assert load.ok > 50
-    assert "feedfacefeedface" not in load.revisions
+    assert load.revisions <= {ORIGINAL, *revs, fixed}
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
     assert 'authz_policy_reload_failures_total{org_id="acme-eu"} 1.0' in text
     assert 'authz_policy_reload_failing{org_id="acme-eu"} 0.0' in text
@@ -137,11 +136,11 @@ def test_sighup_reloads_when_polling_is_off(tmp_path: Path) -> None:
     server = start_server(tmp_path, url, "--policy-dir", str(gen), "--reload-interval", "0")
     try:
         with AuthzClient(server.address, deadline=5) as c:
-            publish(gen, "00000000000000aa")
+            rev = publish(gen, "Acme on SIGHUP")
             time.sleep(0.5)
             assert c.check("acme-eu", "u-sam", "view", "invoices").policy_revision == ORIGINAL
             server.proc.send_signal(signal.SIGHUP)
             wait_for(lambda: c.check("acme-eu", "u-sam", "view", "invoices").policy_revision
-                     == "00000000000000aa")
+                     == rev)
     finally:
         assert server.stop() == 0
