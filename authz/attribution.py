@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from authz import catalog
 from authz.decision import Identity, IdentityKind, Mode
 from authz.directory import DirectorySnapshot
+from authz.engine.decide import validate_target
 from authz.engine.identity import resolve
 from authz.engine.index import OrgIndex
 from authz.engine.mode import legacy_reason
@@ -90,10 +91,14 @@ def attribute(org: OrgIndex, snap: DirectorySnapshot, op: Operation,
     """Name the identity an operation is done as, or raise why there is none."""
     if not op.user.strip():
         raise InvalidArgument("user", "required: a CRM user id or e-mail address")
+    validate_target(op.module, op.action, op.product)  # unknown modules and actions too
     candidates = _products(org, op, prior)
     attribution_id = uuid.uuid4().hex
     why = legacy_reason(org, snap)
     if why is not None:
+        if prior is not None:  # legacy or not, a cited decision must be this operation's
+            crm = snap.crm_user(op.user)
+            _check_decision(prior, org.org_id, crm.id if crm else op.user, op)
         owner = snap.crm_user(org.integration_owner)
         identity = Identity(kind=IdentityKind.INTEGRATION_OWNER,
                             crm_user_id=org.integration_owner,

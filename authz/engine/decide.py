@@ -31,7 +31,7 @@ from authz.decision import (
 )
 from authz.directory import CrmUser, DirectorySnapshot, FinanceUser
 from authz.engine.identity import resolve_cached
-from authz.engine.index import FlowInfo, OrgIndex
+from authz.engine.index import FlowInfo, ModuleApprovalInfo, OrgIndex
 from authz.engine.mode import legacy_reason
 from authz.errors import InvalidArgument
 from authz.policy.compiler import INTEGRATION_ROLE, approver_key
@@ -52,6 +52,9 @@ class PolicyView(Protocol):
 
     def is_approver(self, roles: tuple[str, ...], email: str, product: str, module: str,
                     flow: str, level: int) -> bool: ...
+
+    def is_named_approver(self, email: str, product: str, module: str, flow: str,
+                          level: int) -> bool: ...
 
 
 #: (product, module, action) triples a request may name ("" product: any); checked in one
@@ -93,16 +96,24 @@ def validate(req: CheckRequest) -> None:
 
 def _invalid_target(req: CheckRequest) -> None:
     """Name what is wrong with the request's module, product or action."""
-    if req.module not in catalog.ALL_MODULES:
-        raise InvalidArgument("module", f"unknown module '{req.module}'")
-    if req.product and req.product not in catalog.PRODUCTS:
-        raise InvalidArgument("product", f"unknown product '{req.product}'; expected one of "
+    validate_target(req.module, req.action, req.product)
+
+
+def validate_target(module: str, action: str, product: str = "") -> None:
+    """Refuse a module, product or action the suite does not have, naming the field (every
+    door that names an operation: Check, Attribute, ...)."""
+    if (product, module, action) in _VALID_TARGETS:
+        return
+    if module not in catalog.ALL_MODULES:
+        raise InvalidArgument("module", f"unknown module '{module[:64]}'")
+    if product and product not in catalog.PRODUCTS:
+        raise InvalidArgument("product", f"unknown product '{product[:64]}'; expected one of "
                               + ", ".join(catalog.PRODUCTS))
-    if req.product and req.module not in catalog.MODULES[req.product]:
-        raise InvalidArgument("module", f"'{req.module}' is not a {req.product} module")
-    if req.action not in catalog.actions_for(req.module):
-        raise InvalidArgument("action", f"unknown action '{req.action}' on {req.module}; expected "
-                              "one of " + ", ".join(catalog.actions_for(req.module)))
+    if product and module not in catalog.MODULES[product]:
+        raise InvalidArgument("module", f"'{module}' is not a {product} module")
+    if action not in catalog.actions_for(module):
+        raise InvalidArgument("action", f"unknown action '{action[:64]}' on {module}; expected "
+                              "one of " + ", ".join(catalog.actions_for(module)))
 
 
 def _new_id() -> str:
@@ -130,7 +141,7 @@ os.register_at_fork(after_in_child=_rekey)
 class _Ctx:
     """What a decision has established so far; builds the Decision."""
 
-    __slots__ = ("identity", "org", "product", "req", "rules", "snap")
+    __slots__ = ("granted_by", "identity", "org", "product", "req", "rules", "snap")
 
     def __init__(self, req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot) -> None:
         self.req = req
@@ -139,6 +150,7 @@ class _Ctx:
         self.identity: Identity = NO_IDENTITY
         self.product = ""
         self.rules: list[str] = []
+        self.granted_by = ""  # what allowed it, when not a plain role grant (approvals)
 
     def done(self, allowed: bool, reason: Reason, message: str, **extra: object) -> Decision:
         return Decision(
@@ -263,8 +275,8 @@ def decide_valid(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot,
             return ctx.deny(Reason.APPROVED_RECORD_LOCKED,
                             f"the record is {status}; {action} needs the {after} permission")
         if action in catalog.APPROVAL_ACTIONS:
-            denied = _check_approver(ctx, v, approval.flow_for(rec.total), crm, email, roles,
-                                     product)
+            denied = _check_approver(ctx, v, _flow_for(ctx, approval, product), crm, email,
+                                     roles, product, assigned, channel)
             if denied is not None:
                 return denied
     elif action in catalog.APPROVAL_ACTIONS:
@@ -281,9 +293,9 @@ def decide_valid(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot,
 
     obligation = None
     if approval is not None and approval_on and action in catalog.WRITE_ACTIONS and unapproved:
-        obligation = _obligation(ctx, v, approval.flow_for(rec.total), email, roles, product,
-                                 assigned, channel)
-    message = f"{_role_list(org, roles)} grants {action} on {product} {module}"
+        obligation = _obligation(ctx, v, _flow_for(ctx, approval, product), email, roles,
+                                 product, assigned, channel)
+    message = ctx.granted_by or f"{_role_list(org, roles)} grants {action} on {product} {module}"
     if obligation is not None and obligation.outcome == ApprovalOutcome.PENDING_APPROVAL:
         message += f"; the record will wait for approval at level {obligation.level}"
     return ctx.done(True, Reason.GRANTED, message, hidden_fields=hidden,
@@ -334,16 +346,55 @@ def _role_label(org: OrgIndex, roles: tuple[str, ...]) -> str:
     return ("role " if len(names) == 1 else "roles ") + " and ".join(names)
 
 
+def _flow_for(ctx: _Ctx, approval: ModuleApprovalInfo, product: str) -> FlowInfo | None:
+    """The approval rule that applies to the record (first by priority whose criteria it
+    meets). A rule whose criteria read an attribute the request does not carry is never
+    skipped for lack of it: the question is refused, naming the attribute (DOMAIN §4.5)."""
+    total = ctx.req.record.total
+    for flow in approval.flows:
+        if flow.has_criteria and total is None:
+            raise InvalidArgument("record.total", f"required: approval rule {flow.id} of "
+                                  f"{product} {ctx.req.module} reads the record's total")
+        if flow.matches(total):
+            return flow
+    return None
+
+
+def own_record(identity: Identity, crm: CrmUser, snap: DirectorySnapshot, created_by: str
+               ) -> bool:
+    """Whether `created_by` names this user by any identity (`own_identities`)."""
+    return bool(created_by) and created_by.lower() in own_identities(identity, crm, snap)
+
+
+def own_identities(identity: Identity, crm: CrmUser, snap: DirectorySnapshot) -> frozenset[str]:
+    """Every name a record's creator may carry for this user, lower-cased: CRM user id,
+    finance user ids (Books, Subscriptions, any product), integration user id, e-mail
+    addresses. Compared without case (as SQL LOWER does, in ListFilter too): an id that
+    differs only in case is taken as the user's own, which can only refuse more."""
+    finance = snap.finance_users(crm).values()
+    integ = snap.integration_users.get(crm.id)
+    names = {crm.id, crm.email, identity.books_user_id, identity.subscriptions_user_id,
+             identity.integration_user_id, integ.integration_user_id if integ else "",
+             *(f.user_id for f in finance), *(f.email for f in finance)}
+    return frozenset(n.lower() for n in names if n)
+
+
 def _check_approver(ctx: _Ctx, v: PolicyView, flow: FlowInfo | None, crm: CrmUser, email: str,
-                    roles: tuple[str, ...], product: str) -> Decision | None:
+                    roles: tuple[str, ...], product: str, assigned: bool, channel: str
+                    ) -> Decision | None:
+    """Approve / reject only as a named approver of the record's current level, or with a
+    role that both approves that level and grants the action; final_approve with its grant
+    (checked with the other grants). On success `ctx.granted_by` names what decided."""
     req, rec, module = ctx.req, ctx.req.record, ctx.req.module
     if rec.status != "pending_approval":
         return ctx.deny(Reason.NOT_PENDING_APPROVAL,
                         f"the record is {rec.status or 'of unknown status'}, not pending approval")
-    if rec.created_by == crm.id and not ctx.org.allow_self_approval:
+    if not ctx.org.allow_self_approval and own_record(ctx.identity, crm, ctx.snap,
+                                                      rec.created_by):
         return ctx.deny(Reason.SELF_APPROVAL,
                         f"organization {ctx.org.org_id} does not let approvers {req.action} "
-                        "records they created")
+                        f"records they created (created by {rec.created_by}, one of "
+                        f"{crm.id}'s identities)")
     if req.action == "final_approve":
         return None  # the role grant (admins) was checked with the other grants
     if flow is None or flow.outcome != "levels":
@@ -353,11 +404,27 @@ def _check_approver(ctx: _Ctx, v: PolicyView, flow: FlowInfo | None, crm: CrmUse
     if level > flow.levels:
         return ctx.deny(Reason.NOT_APPROVER, f"approval rule {flow.id} has {flow.levels} "
                         f"level(s); the record is at level {level}")
-    if not approves(v, roles, email, _uid(ctx.identity, product), product, module, flow.id,
-                    level):
+    where = f"level {level} of approval rule {flow.id} ({product} {module})"
+    uid = _uid(ctx.identity, product)
+    if is_named(v, email, uid, product, module, flow.id, level):
+        who = email if email and v.is_named_approver(email, product, module, flow.id, level) \
+            else _user_label(ctx.snap, approver_key(product, uid))
+        ctx.granted_by = f"{who} is a named approver of {where}"
+    elif v.is_approver(roles, "", product, module, flow.id, level):
+        grant = v.grant(roles, product, module, req.action, assigned, channel)
+        if grant is None:
+            scoped = v.grant(roles, product, module, req.action, True, channel) is not None
+            return ctx.deny(Reason.OUT_OF_SCOPE if scoped else Reason.ACTION_NOT_GRANTED,
+                            f"{_role_list(ctx.org, roles)} approves {where} but does not grant "
+                            f"{req.action} on {module}"
+                            + (" for this record's customer" if scoped else ""))
+        ctx.granted_by = (f"{_role_list(ctx.org, roles)} grants {req.action} on {product} "
+                          f"{module} and approves {where}")
+        if req.explain:
+            ctx.rules.append(getattr(grant, "line", str(grant)))
+    else:
         r_, u_ = ctx.org.level_approvers(product, module, flow.id, level)
-        return ctx.deny(Reason.NOT_APPROVER,
-                        f"level {level} of approval rule {flow.id} is approved by "
+        return ctx.deny(Reason.NOT_APPROVER, f"{where} is approved by "
                         + ", ".join([*r_, *(_user_label(ctx.snap, u) for u in u_)]))
     ctx.product = product
     if req.explain:
@@ -403,6 +470,15 @@ def approves(v: PolicyView, roles: tuple[str, ...], email: str, uid: str,
         return True
     return bool(uid) and v.is_approver((), approver_key(product, uid), product, module, flow,
                                        level)
+
+
+def is_named(v: PolicyView, email: str, uid: str, product: str, module: str, flow: str,
+             level: int) -> bool:
+    """Whether the user is named at this level as a person (by e-mail, or by `uid`, their
+    user id in the product), not through a role."""
+    return bool(email) and v.is_named_approver(email, product, module, flow, level) or (
+        bool(uid) and v.is_named_approver(approver_key(product, uid), product, module, flow,
+                                          level))
 
 
 def _uid(identity: Identity, product: str) -> str:

@@ -172,6 +172,12 @@ class OrgIndex:
             return True
         return any(r in subjects for r in roles)
 
+    def is_named_approver(self, email: str, product: str, module: str, flow: str,
+                          level: int) -> bool:
+        """Whether the e-mail is named (as a user, not through a role) at this level."""
+        subjects = self.approvers.get((product, module, flow, level))
+        return subjects is not None and bool(email) and user_subject(email) in subjects
+
     def level_approvers(self, product: str, module: str, flow: str, level: int
                         ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(roles, user e-mails) who approve at a level."""

@@ -11,6 +11,8 @@ Filter format (JSON-friendly dicts):
   {"op": "and" | "or", "args": [filter, ...]} | {"op": "not", "arg": filter}
   {"op": "eq" | "ne", "field": F, "value": V}
   {"op": "in" | "not_in", "field": F, "values": [V, ...]}
+    with "fold": true, the field is compared lower-cased (SQL LOWER(F)); values are
+    lower-case already (a record's creator, compared with every identity of the user)
   {"op": "range", "field": "total", "lo": x|null, "lo_closed": b, "hi": x|null, "hi_closed": b}
 Fields: owner, customer_id, status, location, total, approval_level, created_by.
 An empty status counts as unapproved; an approval_level of 0 counts as level 1.
@@ -24,7 +26,7 @@ from typing import Any
 from authz import catalog
 from authz.decision import Channel
 from authz.directory import DirectorySnapshot
-from authz.engine.decide import PolicyView, approves
+from authz.engine.decide import PolicyView, approves, is_named, own_identities
 from authz.engine.identity import resolve
 from authz.engine.index import FlowInfo, ModuleApprovalInfo, OrgIndex
 from authz.engine.mode import legacy_reason
@@ -78,8 +80,14 @@ def _level_is(level: int) -> Filter:
 
 
 def _approver_cond(view: PolicyView, approval: ModuleApprovalInfo, roles: tuple[str, ...],
-                   email: str, uid: str, product: str, module: str) -> Filter:
-    """Records whose applicable rule and current level name this user as approver."""
+                   email: str, uid: str, product: str, module: str, action: str, mine: Filter,
+                   channel: Channel) -> Filter:
+    """Records whose applicable rule and current level this user may approve (or reject):
+    as a named approver of the level (by e-mail or product user id), or with a role that
+    approves it and grants the action (on every record, or on their own customers' only)."""
+    any_grant = view.grant(roles, product, module, action, False, channel.value) is not None
+    own_grant = view.grant(roles, product, module, action, True, channel.value) is not None
+    by_role = TRUE if any_grant else (mine if own_grant else FALSE)
     options: list[Filter] = []
     earlier: list[Filter] = []
     for flow in approval.flows:
@@ -87,9 +95,13 @@ def _approver_cond(view: PolicyView, approval: ModuleApprovalInfo, roles: tuple[
         earlier.append(_flow_cond(flow))
         if flow.outcome != "levels":
             continue
-        levels = [n for n in range(1, flow.levels + 1)
-                  if approves(view, roles, email, uid, product, module, flow.id, n)]
-        options.append(and_(applies, or_(*(_level_is(n) for n in levels))))
+        levels: list[Filter] = []
+        for n in range(1, flow.levels + 1):
+            if is_named(view, email, uid, product, module, flow.id, n):
+                levels.append(_level_is(n))
+            elif view.is_approver(roles, "", product, module, flow.id, n):
+                levels.append(and_(_level_is(n), by_role))
+        options.append(and_(applies, or_(*levels)))
     return or_(*options)
 
 
@@ -120,6 +132,7 @@ def record_filter(org: OrgIndex, snap: DirectorySnapshot, user: str, module: str
     mine: Filter = or_({"op": "eq", "field": "owner", "value": crm.id},
                        {"op": "in", "field": "customer_id", "values": customers}
                        if customers else FALSE)
+    own = own_identities(ident, crm, snap)
     products = [p for p in ((product,) if product else catalog.products_with(module))
                 if p in org.products]
     approving = action in ("approve", "reject")
@@ -139,13 +152,13 @@ def record_filter(org: OrgIndex, snap: DirectorySnapshot, user: str, module: str
         if here == FALSE:
             continue
         options.append(and_(here, _product_rules(org, v, resolved.finance.get(product), roles,
-                                                 email, crm.id, product, module, action, mine,
+                                                 email, own, product, module, action, mine,
                                                  channel)))
     return or_(*options)
 
 
 def _product_rules(org: OrgIndex, v: PolicyView, fin: Any, roles: tuple[str, ...], email: str,
-                   crm_id: str, product: str, module: str, action: str, mine: Filter,
+                   own: frozenset[str], product: str, module: str, action: str, mine: Filter,
                    channel: Channel) -> Filter:
     conds: list[Filter] = []
     if fin is not None and fin.locations:
@@ -162,12 +175,13 @@ def _product_rules(org: OrgIndex, v: PolicyView, fin: Any, roles: tuple[str, ...
             conds.append(or_(unapproved, TRUE if can_any else (mine if can_assigned else FALSE)))
         if action in catalog.APPROVAL_ACTIONS:
             conds.append({"op": "eq", "field": "status", "value": "pending_approval"})
-            if not org.allow_self_approval:
-                conds.append({"op": "ne", "field": "created_by", "value": crm_id})
+            if not org.allow_self_approval:  # any identity of the user, any case
+                conds.append({"op": "not_in", "field": "created_by", "values": sorted(own),
+                              "fold": True})
             if action != "final_approve":
                 conds.append(_approver_cond(v, approval, roles, email,
                                             fin.user_id if fin is not None else "", product,
-                                            module))
+                                            module, action, mine, channel))
     elif action in catalog.APPROVAL_ACTIONS:
         return FALSE
     return and_(*conds)
@@ -191,6 +205,8 @@ def matches(f: Filter, record: dict[str, Any]) -> bool:
         return bool(value == f["value"])
     if op == "ne":
         return bool(value != f["value"])
+    if f.get("fold") and isinstance(value, str):
+        value = value.lower()
     if op == "in":
         return value in f["values"]
     if op == "not_in":
@@ -221,6 +237,8 @@ def to_sql(f: Filter, columns: dict[str, str] | None = None) -> tuple[str, list[
         if op == "not":
             return f"(NOT {emit(node['arg'])})"
         col = cols[node["field"]]
+        if node.get("fold"):
+            col = f"LOWER({col})"
         if op in ("eq", "ne"):
             params.append(node["value"])
             return f"{col} {'=' if op == 'eq' else '<>'} ?"

@@ -175,6 +175,13 @@ class ReferenceView:
         subjects = (user_subject(email), *roles) if email else roles
         return self._is_approver(subjects, product, module, flow, level)
 
+    def is_named_approver(self, email: str, product: str, module: str, flow: str,
+                          level: int) -> bool:
+        """A p3 line naming the user's own subject (Casbin's policy API, not the role
+        graph: approving through a role is `is_approver`)."""
+        return bool(email) and bool(self.enforcer.has_named_policy(
+            "p3", user_subject(email), product, module, flow, str(level)))
+
     def _grant(self, subjects: Sequence[str], product: str, module: str, action: str,
                assigned: bool, channel: str) -> Match | None:
         for sub in subjects:
@@ -221,6 +228,10 @@ class _SubjectView:
     def is_approver(self, roles: tuple[str, ...], email: str, product: str, module: str,
                     flow: str, level: int) -> bool:
         return self.ref._is_approver(self.subjects, product, module, flow, level)
+
+    def is_named_approver(self, email: str, product: str, module: str, flow: str,
+                          level: int) -> bool:
+        return self.ref.is_named_approver(email, product, module, flow, level)
 
 
 PolicyViewLike = ReferenceView | _SubjectView

@@ -267,7 +267,11 @@ def _request(rng: random.Random, pairs: list[tuple[str, str]],
         owner=rng.choice(anyone), customer_id=rng.choice(["", "", *CUSTOMERS]),
         total=rng.choice([None, 0.0, 99.5, 100.0, 1000.0, 4999.0, 5000.0, 7500.0]),
         status=status,
-        approval_level=rng.randrange(5), created_by=rng.choice(anyone),
+        approval_level=rng.randrange(5),
+        # the creator by any identity: CRM id, Books / Subscriptions / integration user id,
+        # e-mail in another case (self-approval must see them all)
+        created_by=rng.choice([*anyone, f"b-{uid}", f"s-{uid}", f"iu-{uid}",
+                               email(uid).upper()]),
         location=rng.choice(["", "", *LOCATIONS]))
     return CheckRequest(
         ORG_ID, user, action, module, product=rng.choice([product, ""]), record=record,

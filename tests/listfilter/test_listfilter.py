@@ -22,6 +22,8 @@ STATUSES = ["", "draft", "pending_approval", "rejected", "approved", "sent", "pa
 OWNERS = ["u-sam", "u-quinn", "u-stella", "u-paul", "u-fiona", "u-noah"]
 LOCATIONS = ["berlin", "munich", ""]
 CUSTOMERS = ["c-1001", "c-1002", "c-2001", ""]  # Stella's assigned customers and others
+# Creators by any identity: self-approval must see Books / Subscriptions ids and e-mails.
+CREATORS = [*OWNERS, "b-fiona", "FIONA@acme.example", "s-anna", "Anna@Acme.example", ""]
 TOTALS = [0.0, 500.0, 999.99, 1000.0, 5000.0, 10000.0, 25000.0]
 
 
@@ -30,7 +32,7 @@ def make_records(n: int, seed: int = 7) -> list[dict[str, object]]:
     return [{"id": i, "owner": rnd.choice(OWNERS), "customer_id": rnd.choice(CUSTOMERS),
              "status": rnd.choice(STATUSES),
              "location": rnd.choice(LOCATIONS), "total": rnd.choice(TOTALS),
-             "approval_level": rnd.choice([0, 1, 2, 3]), "created_by": rnd.choice(OWNERS)}
+             "approval_level": rnd.choice([0, 1, 2, 3]), "created_by": rnd.choice(CREATORS)}
             for i in range(n)]
 
 
