@@ -167,7 +167,9 @@ def request(rng: random.Random, org_id: str, users: int) -> CheckRequest:
     user = f"{uid}@{org_id}.example" if rng.random() < 0.1 else uid
     owner = uid if rng.random() < 0.5 else f"u{rng.randrange(users):03d}"
     record = Record(
-        record_id="r1", owner=owner, total=rng.choice((None, 50.0, 5000.0, 20000.0)),
+        # Always a total: a Check without one, where an approval rule reads it, is refused
+        # (DOMAIN §4.5), and the bench measures decisions, not refusals.
+        record_id="r1", owner=owner, total=rng.choice((50.0, 5000.0, 20000.0)),
         status=rng.choice(_STATUSES), approval_level=rng.choice((0, 1, 2)),
         created_by=uid if rng.random() < 0.3 else "u001",
         location=rng.choice(("", *LOCATIONS)),

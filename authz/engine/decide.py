@@ -275,8 +275,8 @@ def decide_valid(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot,
             return ctx.deny(Reason.APPROVED_RECORD_LOCKED,
                             f"the record is {status}; {action} needs the {after} permission")
         if action in catalog.APPROVAL_ACTIONS:
-            denied = _check_approver(ctx, v, _flow_for(ctx, approval, product), crm, email,
-                                     roles, product, assigned, channel)
+            denied = _check_approver(ctx, v, approval, crm, email, roles, product, assigned,
+                                     channel)
             if denied is not None:
                 return denied
     elif action in catalog.APPROVAL_ACTIONS:
@@ -379,7 +379,8 @@ def own_identities(identity: Identity, crm: CrmUser, snap: DirectorySnapshot) ->
     return frozenset(n.lower() for n in names if n)
 
 
-def _check_approver(ctx: _Ctx, v: PolicyView, flow: FlowInfo | None, crm: CrmUser, email: str,
+def _check_approver(ctx: _Ctx, v: PolicyView, approval: ModuleApprovalInfo, crm: CrmUser,
+                    email: str,
                     roles: tuple[str, ...], product: str, assigned: bool, channel: str
                     ) -> Decision | None:
     """Approve / reject only as a named approver of the record's current level, or with a
@@ -397,6 +398,7 @@ def _check_approver(ctx: _Ctx, v: PolicyView, flow: FlowInfo | None, crm: CrmUse
                         f"{crm.id}'s identities)")
     if req.action == "final_approve":
         return None  # the role grant (admins) was checked with the other grants
+    flow = _flow_for(ctx, approval, product)
     if flow is None or flow.outcome != "levels":
         return ctx.deny(Reason.NOT_APPROVER, f"no approval rule with levels applies to this "
                         f"{module} record")

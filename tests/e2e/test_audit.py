@@ -44,10 +44,12 @@ def sstub(strict: tuple[ServerProc, str]) -> Iterator[Stub]:
 
 
 def _check(stub: Stub, user: str, action: str = "view", module: str = "invoices", org: str = ORG,
-           record_id: str = "") -> pb.CheckResponse:
+           record_id: str = "", total: float | None = None) -> pb.CheckResponse:
+    record = pb.Record(record_id=record_id)
+    if total is not None:  # creating an invoice: its approval rules read the total
+        record.total.value = total
     resp: pb.CheckResponse = stub.Check(pb.CheckRequest(
-        org_id=org, user=user, action=action, module=module,
-        record=pb.Record(record_id=record_id)), timeout=5)
+        org_id=org, user=user, action=action, module=module, record=record), timeout=5)
     return resp
 
 
@@ -103,7 +105,7 @@ def test_query_by_user_record_and_pages(sstub: Stub) -> None:
 
 
 def test_attribute_names_the_user_records_it_and_says_the_mode(sstub: Stub) -> None:
-    d = _check(sstub, "u-sam", action="create", record_id="inv-9")
+    d = _check(sstub, "u-sam", action="create", record_id="inv-9", total=500)
     a = sstub.Attribute(pb.AttributeRequest(org_id=ORG, user="u-sam", action="create",
                                             module="invoices", record_id="inv-9",
                                             decision_id=d.decision_id), timeout=5)
@@ -174,7 +176,7 @@ def test_verify_audit_rpc_and_cli_pass(sstub: Stub, strict: tuple[ServerProc, st
 
 def test_batched_attribute_finds_a_decision_still_queued(stub: Stub) -> None:
     """The default (batched) server: a decision cited at once is found (queue flushed)."""
-    d = _check(stub, "u-sam", action="create", record_id="inv-2")
+    d = _check(stub, "u-sam", action="create", record_id="inv-2", total=500)
     a = stub.Attribute(pb.AttributeRequest(org_id=ORG, user="u-sam", action="create",
                                            module="invoices", record_id="inv-2",
                                            decision_id=d.decision_id), timeout=5)
