@@ -74,6 +74,18 @@ def _flow_cond(flow: FlowInfo) -> Filter:
             "hi": None if math.isinf(flow.hi) else flow.hi, "hi_closed": flow.hi_closed}
 
 
+#: A record that carries its total (a criterion on any total: SQL `total IS NOT NULL`).
+TOTAL_GIVEN: Filter = {"op": "range", "field": "total", "lo": None, "lo_closed": False,
+                       "hi": None, "hi_closed": False}
+
+
+def _reads_total(approval: ModuleApprovalInfo) -> bool:
+    """Whether picking the record's approval rule reads its total (as decide's `_flow_for`:
+    a rule with criteria comes before any rule without): Check then refuses a record
+    without one, so the filter leaves such records out."""
+    return bool(approval.flows) and approval.flows[0].has_criteria
+
+
 def _level_is(level: int) -> Filter:
     values = [0, 1] if level == 1 else [level]
     return {"op": "in", "field": "approval_level", "values": values}
@@ -173,8 +185,12 @@ def _product_rules(org: OrgIndex, v: PolicyView, fin: Any, roles: tuple[str, ...
             can_assigned = v.grant(roles, product, module, after, True, channel.value) is not None
             can_any = v.grant(roles, product, module, after, False, channel.value) is not None
             conds.append(or_(unapproved, TRUE if can_any else (mine if can_assigned else FALSE)))
+        if action in catalog.WRITE_ACTIONS and _reads_total(approval):
+            conds.append(or_(not_(unapproved), TOTAL_GIVEN))  # the obligation reads it
         if action in catalog.APPROVAL_ACTIONS:
             conds.append({"op": "eq", "field": "status", "value": "pending_approval"})
+            if action != "final_approve" and _reads_total(approval):
+                conds.append(TOTAL_GIVEN)
             if not org.allow_self_approval:  # any identity of the user, any case
                 conds.append({"op": "not_in", "field": "created_by", "values": sorted(own),
                               "fold": True})

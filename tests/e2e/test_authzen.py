@@ -185,7 +185,9 @@ def test_evaluations_defaults_and_overrides(server: ServerProc) -> None:
 ])
 def test_evaluations_semantics(server: ServerProc, semantic: str, expected: list[bool]) -> None:
     status, _, answer = call(server, "/access/v1/evaluations", {
-        "subject": subject("u-sam"), "resource": {"type": "invoices", "id": "inv-1"},
+        "subject": subject("u-sam"),
+        # with its total: an edit whose approval rule reads it is refused without one
+        "resource": {"type": "invoices", "id": "inv-1", "properties": {"total": 500}},
         "options": {"evaluations_semantic": semantic},
         "evaluations": [{"action": {"name": "view"}}, {"action": {"name": "delete"}},
                         {"action": {"name": "edit"}}]})
