@@ -33,6 +33,7 @@ from authz.v1 import authz_pb2 as pb
 
 from . import convert, doors
 from .config import Config
+from .failures import failure
 
 if TYPE_CHECKING:  # the store (SQLAlchemy) is imported once the server listens, not before
     from authz.store.audit import AuditStore
@@ -256,9 +257,10 @@ def _entry_pb(e: AuditEntry) -> pb.AuditEntry:
 
 async def abort_unavailable(context: grpc.aio.ServicerContext[Any, Any],
                             exc: AuditUnavailable) -> None:
-    """UNAVAILABLE: the decision was not recorded (a stable message; details in the log)."""
-    log.warning("audit: answering UNAVAILABLE: %s", exc)
-    await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    """UNAVAILABLE: the decision was not recorded. A stable message and ErrorInfo reason
+    AUDIT_UNAVAILABLE (server/failures.py): its text may be the store's, so only the log
+    gets it."""
+    await context.abort_with_status(rpc_status.to_status(failure(exc, "audit").status()))
 
 
 async def abort_denied(context: grpc.aio.ServicerContext[Any, Any], exc: AttributionDenied) -> None:

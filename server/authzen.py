@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, Future
 from typing import Any
@@ -38,7 +37,6 @@ from typing import Any
 from aiohttp import web
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from authz.audit.writer import AuditUnavailable
 from authz.budget import start as start_budget
 from authz.errors import AuthzError, InvalidArgument
 from authz.v1 import authz_pb2 as pb
@@ -47,7 +45,8 @@ from . import authzen_map as amap
 from . import authzen_search, convert, limits, metrics, security
 from .callers import Caller, current_caller
 from .config import Config
-from .edge import DB_UNAVAILABLE, UNAUTHENTICATED
+from .edge import UNAUTHENTICATED
+from .failures import failure
 from .logs import event
 from .security import Authenticator, Forbidden, Unauthenticated, authorize
 from .service import AuthzService, in_thread
@@ -160,19 +159,11 @@ class AuthzenApi:
         except web.HTTPException as exc:  # 404, 405, 413 from aiohttp itself
             response = web.json_response(HttpError(exc.status, "HTTP", exc.reason).body(),
                                          status=exc.status)
-        except AuditUnavailable as exc:
-            response = web.json_response(HttpError(503, "UNAVAILABLE", str(exc)).body(), status=503)
-        except DB_UNAVAILABLE:
-            event(log, logging.WARNING, "store_unavailable", method=name)
+        except Exception as exc:  # store, audit, bugs: server/failures.py, as every door
+            public = failure(exc, "AuthZEN " + name)
             response = web.json_response(HttpError(
-                503, "UNAVAILABLE", "the directory store is unreachable; retry shortly").body(),
-                status=503)
-        except Exception as exc:
-            ref = uuid.uuid4().hex[:12]
-            event(log, logging.ERROR, "internal_error", method=name, ref=ref, error=repr(exc),
-                  exc_info=True)
-            response = web.json_response(HttpError(
-                500, "INTERNAL", f"internal error (ref {ref})").body(), status=500)
+                public.http_status, public.code.name, public.message).body(),
+                status=public.http_status)
         finally:
             budget.cancel()
         request_id = request.headers.get("X-Request-ID")

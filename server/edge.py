@@ -22,14 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeAlias
 
 import grpc
 from grpc_status import rpc_status
-from sqlalchemy import exc as sa_exc
 
 from authz.budget import Budget
 from authz.budget import start as start_budget
@@ -38,6 +36,8 @@ from authz.v1 import authz_pb2 as pb
 
 from . import convert, limits, metrics
 from .callers import current_caller
+from .failures import DB_UNAVAILABLE as DB_UNAVAILABLE
+from .failures import failure
 from .logs import Throttle, event
 from .resources import InFlight
 from .security import Authenticator, Forbidden, Unauthenticated, authorize
@@ -47,9 +47,6 @@ log = logging.getLogger("authz.server")
 UNAUTHENTICATED = Throttle(60.0)  # the INFO summary of unauthenticated calls
 SERVICE_PREFIX = "/" + pb.DESCRIPTOR.services_by_name["AuthzService"].full_name + "/"
 UNGATED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-# A database that cannot be reached is an outage, not a bug: UNAVAILABLE, retryable.
-DB_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
-                  sa_exc.DisconnectionError)
 Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
@@ -234,15 +231,12 @@ async def _fail(context: Ctx, name: str, exc: BaseException) -> NoReturn:
         raise exc
     if isinstance(exc, AuthzError):
         await _abort_status(context, name, exc)
-    if isinstance(exc, DB_UNAVAILABLE):
-        event(log, logging.WARNING, "store_unavailable", method=name, error=str(exc.orig or exc)
-              if isinstance(exc, sa_exc.DBAPIError) else str(exc))
-        await _abort(context, name, grpc.StatusCode.UNAVAILABLE,
-                     "the directory store is unreachable; retry shortly")
-    ref = uuid.uuid4().hex[:12]
-    event(log, logging.ERROR, "internal_error", method=name, ref=ref, error=repr(exc),
-          exc_info=True)  # still inside the handler's except clause
-    await _abort(context, name, grpc.StatusCode.INTERNAL, f"internal error (ref {ref})")
+    # Store outages, audit failures, bugs: a stable message and an ErrorInfo reason; the
+    # exception's own text only in the log (server/failures.py, one mapping for all doors).
+    public = failure(exc, name)  # still inside the handler's except clause (traceback)
+    metrics.RPCS.labels(name, public.code.name).inc()
+    await context.abort_with_status(rpc_status.to_status(public.status()))
+    raise AssertionError("unreachable")
 
 
 def _observe(name: str, response: Any, seconds: float) -> None:

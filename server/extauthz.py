@@ -20,12 +20,14 @@ user id to act as), x-authz-act-as-kind, x-authz-act-as-email, x-authz-decision-
 x-authz-hidden-fields, overwriting any copy the client sent so they cannot be forged.
 Deny: PERMISSION_DENIED with the decision's message; the client gets 403, a JSON body
 (decision, reason, message, decision_id) and x-authz-reason. A malformed request gets
-INVALID_ARGUMENT and 400; an unknown organization 403; a server not ready 503.
+INVALID_ARGUMENT and 400; an unknown organization 403; an organization the caller may not
+act for (callers file) 403, neither decided nor recorded; a server not ready 503.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from concurrent.futures import Executor
 from typing import Any
@@ -35,12 +37,21 @@ from google.rpc import code_pb2, status_pb2
 
 from authz.audit.writer import AuditUnavailable
 from authz.decision import Decision
-from authz.errors import AuthzError, InvalidArgument, NotFound, UnknownOrganization
+from authz.errors import (
+    AuthzError,
+    InvalidArgument,
+    NotFound,
+    PolicyUnavailable,
+    UnknownOrganization,
+)
 from authz.v1 import authz_pb2 as pb
 
-from . import convert, doors
+from . import convert, doors, metrics
 from .audit_rpc import call_deadline
-from .callers import current_caller
+from .callers import Caller, current_caller
+from .failures import failure
+from .logs import event
+from .security import Forbidden, authorize
 from .service import AuthzService, in_thread
 from .xds import envoy_config_core_v3_base_pb2 as core
 from .xds import envoy_service_auth_v3_external_auth_pb2 as ext
@@ -48,6 +59,8 @@ from .xds import envoy_service_auth_v3_external_auth_pb2_grpc as ext_grpc
 from .xds import envoy_type_v3_http_status_pb2 as http
 
 SERVICE_NAME = ext.DESCRIPTOR.services_by_name["Authorization"].full_name
+EXT_METHOD = f"/{SERVICE_NAME}/Check"
+log = logging.getLogger("authz.server")
 PREFIX = "x-authz-"
 METHOD_ACTIONS = {"GET": "view", "HEAD": "view", "POST": "create", "PUT": "edit",
                   "PATCH": "edit", "DELETE": "delete"}
@@ -140,12 +153,34 @@ def answer(decision: pb.CheckResponse) -> ext.CheckResponse:
 
 
 def refusal(exc: AuthzError) -> ext.CheckResponse:
-    """Envoy's answer when the request could not be decided at all."""
+    """Envoy's answer when the request could not be decided at all (the message is the one
+    a gRPC Check gets: `convert.error_status`, never an exception's own text)."""
+    message = convert.error_status(exc).message
     if isinstance(exc, InvalidArgument):
-        return deny(code_pb2.INVALID_ARGUMENT, http.BadRequest, str(exc), "invalid_request")
+        return deny(code_pb2.INVALID_ARGUMENT, http.BadRequest, message, "invalid_request")
     if isinstance(exc, NotFound | UnknownOrganization):
-        return deny(code_pb2.PERMISSION_DENIED, http.Forbidden, str(exc), "unknown_organization")
-    return deny(code_pb2.UNAVAILABLE, http.ServiceUnavailable, str(exc), "unavailable")
+        return deny(code_pb2.PERMISSION_DENIED, http.Forbidden, message, "unknown_organization")
+    if isinstance(exc, PolicyUnavailable):
+        return deny(code_pb2.UNAVAILABLE, http.ServiceUnavailable, message, "policy_unverified")
+    return deny(code_pb2.UNAVAILABLE, http.ServiceUnavailable, message, "unavailable")
+
+
+def forbidden(caller: Caller, org_id: str) -> ext.CheckResponse | None:
+    """The caller's organizations, as the gate checks a Check's org_id: a request for an
+    organization the caller may not act for is refused before anything is decided or
+    recorded. A denied response (403), not a gRPC error: an Envoy set to
+    failure_mode_allow would let an error through, never a denial."""
+    if not caller.authenticated:
+        return None  # authentication off (loopback development): no caller limits
+    try:
+        authorize(caller, EXT_METHOD, [org_id])
+    except Forbidden as exc:
+        metrics.AUTH_FAILURES.labels("PERMISSION_DENIED").inc()
+        event(log, logging.INFO, "permission_denied", method="ext_authz", caller=caller.name,
+              error=str(exc))
+        return deny(code_pb2.PERMISSION_DENIED, http.Forbidden, str(exc),
+                    "organization_not_allowed")
+    return None
 
 
 class ExtAuthzService(ext_grpc.AuthorizationServicer):  # type: ignore[misc]
@@ -162,17 +197,24 @@ class ExtAuthzService(ext_grpc.AuthorizationServicer):  # type: ignore[misc]
             return deny(code_pb2.UNAVAILABLE, http.ServiceUnavailable, "server is starting",
                         "unavailable")
         attrs = request.attributes.request.http
+        caller = current_caller.get()
         try:
-            req = doors.question(check_request(attrs.headers, attrs.method))
+            asked = check_request(attrs.headers, attrs.method)
+            refused = forbidden(caller, asked.org_id)
+            if refused is not None:
+                return refused
+            req = doors.question(asked)
             decision: Decision
             deadline = call_deadline(context, audit.longest_wait)
             decision, recorded = await in_thread(
-                self.executor, audit.check, engine, req, current_caller.get().name, deadline)
+                self.executor, audit.check, engine, req, caller.name, deadline)
             await audit.wait(recorded, deadline)  # strict audit: recorded before Envoy lets it by
         except AuthzError as exc:
             return refusal(exc)
-        except AuditUnavailable as exc:
-            return deny(code_pb2.UNAVAILABLE, http.ServiceUnavailable, str(exc), "unavailable")
+        except AuditUnavailable as exc:  # its text may be the store's: never the client's
+            public = failure(exc, "ext_authz")
+            return deny(code_pb2.UNAVAILABLE, http.ServiceUnavailable, public.message,
+                        public.reason.lower())
         return answer(convert.check_response(decision))
 
 
