@@ -478,7 +478,7 @@ def is_named(v: PolicyView, email: str, uid: str, product: str, module: str, flo
              level: int) -> bool:
     """Whether the user is named at this level as a person (by e-mail, or by `uid`, their
     user id in the product), not through a role."""
-    return bool(email) and v.is_named_approver(email, product, module, flow, level) or (
+    return (bool(email) and v.is_named_approver(email, product, module, flow, level)) or (
         bool(uid) and v.is_named_approver(approver_key(product, uid), product, module, flow,
                                           level))
 

@@ -26,7 +26,7 @@ from typing import Any
 from authz import catalog
 from authz.decision import Channel
 from authz.directory import DirectorySnapshot
-from authz.engine.decide import PolicyView, approves, is_named, own_identities
+from authz.engine.decide import PolicyView, is_named, own_identities
 from authz.engine.identity import resolve
 from authz.engine.index import FlowInfo, ModuleApprovalInfo, OrgIndex
 from authz.engine.mode import legacy_reason
