@@ -145,7 +145,8 @@ def test_no_door_shows_a_client_the_stores_text(faulty_store: ServerProc) -> Non
                      lambda: stub.CheckBatch(pb.CheckBatchRequest(requests=[check, check]),
                                              timeout=10),
                      lambda: stub.Attribute(pb.AttributeRequest(
-                         org_id="acme-eu", user="u-sam", action="view", module="invoices"),
+                         org_id="acme-eu", user="u-sam", action="view", module="invoices",
+                         product="books"),
                          timeout=10)):
             with pytest.raises(grpc.RpcError) as err:
                 call()
