@@ -94,6 +94,7 @@ class Server:
             from .authzen import AuthzenApi
 
             self.authzen = AuthzenApi(cfg, service, self.ops.auth, self._executor)
+            self.authzen.inflight = self.ops.inflight
             self.http_port = await self.authzen.start(reuse_port=cfg.workers > 1)
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()

@@ -48,6 +48,7 @@ from .config import Config
 from .edge import UNAUTHENTICATED
 from .failures import failure
 from .logs import event
+from .resources import InFlight
 from .security import Authenticator, Forbidden, Unauthenticated, authorize
 from .service import AuthzService, in_thread
 
@@ -107,6 +108,7 @@ class AuthzenApi:
     def __init__(self, cfg: Config, service: AuthzService, auth: Authenticator,
                  executor: Executor) -> None:
         self.cfg, self.service, self.auth, self.executor = cfg, service, auth, executor
+        self.inflight: InFlight | None = None  # shared with the gRPC gate (app.Server.start)
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -147,7 +149,9 @@ class AuthzenApi:
             else "unrouted"
         # The request's waits (min_revision) end when it does: no thread outlives it.
         budget = start_budget(None)
+        held = 0
         try:
+            held = self._hold(request)
             response = await handler(request)
         except HttpError as exc:
             response = web.json_response(exc.body(), status=exc.status)
@@ -166,11 +170,25 @@ class AuthzenApi:
                 status=public.http_status)
         finally:
             budget.cancel()
+            if held and self.inflight is not None:
+                self.inflight.give(held)
         request_id = request.headers.get("X-Request-ID")
         if request_id is not None:
             response.headers["X-Request-ID"] = request_id
         metrics.RPCS.labels("AuthZEN " + name, str(response.status)).inc()
         return response
+
+    def _hold(self, request: web.Request) -> int:
+        """Take the body's bytes from the process's in-flight budget (the gRPC port's
+        too, server/resources.py) before reading it; 429 when it does not fit."""
+        if self.inflight is None or request.method != "POST":
+            return 0
+        size = request.content_length
+        size = self.cfg.max_message_bytes if size is None else min(size, self.cfg.max_message_bytes)
+        if not self.inflight.take(size):
+            raise HttpError(429, "RESOURCE_EXHAUSTED", "the server holds its limit of request "
+                            "bytes in progress; retry shortly")
+        return size
 
     def _caller(self, request: web.Request, method: str) -> Caller:
         """Authenticate as the gRPC gate does (same callers file, same rules)."""

@@ -40,6 +40,8 @@ class Ops:
             security.Callers.load(Path(cfg.callers_file)) if cfg.callers_file else None)
         self._callers_sig = _sig(cfg.callers_file)
         self.ports: list[int] = []
+        # request bytes held by calls in progress, over every door (resources.py)
+        self.inflight = resources.InFlight(cfg.max_inflight_bytes)
         self.reloader: PolicyReloader | None = None
         self.watcher: HealthWatcher | None = None
         self._metrics: metrics.MetricsServer | None = None
@@ -48,7 +50,7 @@ class Ops:
         """Keyword arguments for grpc.aio.server: the gate, message size and resource
         limits (server/resources.py)."""
         cfg = self.cfg
-        return {"interceptors": [edge.Gate(self.auth, resources.InFlight(cfg.max_inflight_bytes))],
+        return {"interceptors": [edge.Gate(self.auth, self.inflight)],
                 "maximum_concurrent_rpcs": cfg.max_calls,
                 "options": [("grpc.max_receive_message_length", cfg.max_message_bytes),
                             *resources.grpc_options(cfg, resources.fit_connections(cfg))]}

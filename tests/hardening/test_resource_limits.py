@@ -176,3 +176,32 @@ def test_watch_streams_share_one_poller(tmp_path: Path) -> None:
         assert server.stop() == 0, server.log()[-3000:]
 
 
+
+
+def test_http_door_shares_the_request_bytes_budget(tmp_path: Path, db_url: str) -> None:
+    """The AuthZEN port draws on the same budget: a body it cannot hold is 429, not read."""
+    import json
+    import urllib.error
+
+    http = free_port()
+    server = _start(tmp_path, db_url, "--http-listen", f"127.0.0.1:{http}",
+                    "--max-inflight-bytes", "4000")
+
+    def post(pad: int) -> int:
+        body = {"subject": {"type": "user", "id": "u-sam", "properties": {"org_id": ORG}},
+                "action": {"name": "view"},
+                "resource": {"type": "invoices", "id": "r" * pad}}
+        req = urllib.request.Request(f"http://127.0.0.1:{http}/access/v1/evaluation",
+                                     data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as err:
+            return int(err.code)
+
+    try:
+        assert post(5000) == 429
+        assert post(10) == 200  # nothing held after the refusal
+    finally:
+        assert server.stop() == 0, server.log()[-3000:]
