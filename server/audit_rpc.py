@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
@@ -23,7 +24,9 @@ from grpc_status import rpc_status
 from authz import budget
 from authz.attribution import Attribution, AttributionDenied, Operation, PriorDecision, attribute
 from authz.audit.chain import AuditEntry
+from authz.audit.logwriter import LogWriter
 from authz.audit.record import attribution_entry, check_entry, product_of
+from authz.audit.segment import default_log_dir
 from authz.audit.writer import AuditUnavailable, AuditWriter, WhenFull, WriteMode
 from authz.decision import CheckRequest, Decision, Mode
 from authz.directory import DirectorySnapshot
@@ -59,7 +62,8 @@ class Snapshots(Protocol):
 class AuditRpc:
     """Records decisions and attributions through one writer; answers audit RPCs."""
 
-    def __init__(self, writer: AuditWriter, trail: AuditStore | None, directory: Snapshots,
+    def __init__(self, writer: AuditWriter | LogWriter, trail: AuditStore | None,
+                 directory: Snapshots,
                  longest_wait: float = 10.0) -> None:
         self.writer = writer
         self.trail = trail
@@ -193,6 +197,7 @@ class AuditRpc:
 
         trail = self._trail()
         org_id = _text(msg.org_id, "org_id", True)
+        self.writer.flush(timeout=5.0)  # this server's acknowledged entries are in the answer
         if not 0 <= msg.page_size <= _MAX_PAGE:
             raise InvalidArgument("page_size", f"1 to {_MAX_PAGE}, or 0 for 100")
         after = doors.page_token(msg.page_token)
@@ -283,11 +288,26 @@ def open_audit(config: Config, directory: Any) -> AuditRpc:
         raise FailedPrecondition(f"audit mode {mode} needs a database store")
     from .metrics import audit_quarantined
 
-    writer = AuditWriter(trail if trail is not None else _NoSink(), mode,
-                         queue_size=config.audit_queue, when_full=WhenFull(config.audit_when_full),
-                         flush_interval=config.audit_flush_interval,
-                         block_timeout=config.audit_wait, on_quarantine=audit_quarantined)
+    sink = trail if trail is not None else _NoSink()
+    writer: AuditWriter | LogWriter
+    if config.audit_pipeline == "log" and mode != WriteMode.OFF:
+        writer = LogWriter(sink, mode, log_dir(config), sync_interval=config.audit_max_lag,
+                           ship_interval=config.audit_flush_interval,
+                           on_quarantine=audit_quarantined)
+    else:
+        writer = AuditWriter(sink, mode, queue_size=config.audit_queue,
+                             when_full=WhenFull(config.audit_when_full),
+                             flush_interval=config.audit_flush_interval,
+                             block_timeout=config.audit_wait, max_lag=config.audit_max_lag,
+                             on_quarantine=audit_quarantined)
     return AuditRpc(writer, trail, directory, config.audit_wait)
+
+
+def log_dir(config: Config) -> Path:
+    """The local audit log's folder: as configured; else beside an SQLite store's file;
+    else var/audit-log/<a digest of the store URL> (one folder per store: a shipper must
+    never carry one store's log into another)."""
+    return default_log_dir(config.db, config.audit_log_dir)
 
 
 class _NoSink:

@@ -19,7 +19,8 @@ from authz.engine.engine import DEFAULT_POLICY_DIR
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DB = "sqlite:///var/authz.db"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-AUDIT_CHOICES = {"audit_mode": ("strict", "batched", "off"), "audit_when_full": ("block", "drop")}
+AUDIT_CHOICES = {"audit_mode": ("strict", "batched", "off"), "audit_when_full": ("block", "drop"),
+                 "audit_pipeline": ("log", "queue")}
 
 
 class ConfigError(Exception):
@@ -46,6 +47,15 @@ class Config:
     audit_when_full: str = "block"  # block | drop (drops are counted per organization)
     audit_flush_interval: float = 0.05  # seconds between batched writes
     audit_wait: float = 10.0  # longest wait on the trail for a call without a deadline
+    # How entries leave the serving path: "log" (a local append-only log, group commit,
+    # shipped to the store by a shipper thread) or "queue" (an in-memory queue written
+    # by a writer thread). README "The audit trail".
+    audit_pipeline: str = "log"
+    audit_log_dir: str = ""  # the local log's folder; empty: beside an SQLite file, else var/
+    # Batched: the longest an answered entry is at risk. Log pipeline: from a lost machine
+    # (longest time between fsyncs); queue pipeline: from a killed process (longest wait
+    # in the queue; callers wait past it, or drops count, as audit_when_full says).
+    audit_max_lag: float = 1.0
     # Security and operations (server/security.py, reload.py, healthwatch.py, metrics.py);
     # empty paths mean "off", so `make serve` stays plaintext on loopback.
     tls_cert: str = ""  # server certificate chain (PEM); with tls_key turns TLS on
@@ -85,6 +95,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if text not in AUDIT_CHOICES[name]:
                 raise ValueError("expected one of " + ", ".join(AUDIT_CHOICES[name]))
             return text
+        if name == "audit_max_lag":
+            sync = float(value)
+            if not 0 < sync <= 60:
+                raise ValueError("must be more than 0 and at most 60 seconds")
+            return sync
         if name == "audit_wait":
             wait = float(value)
             if not 0 < wait <= 600:

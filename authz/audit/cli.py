@@ -66,6 +66,12 @@ def register(sub: Any) -> None:
     _range(p)
     p.add_argument("--out", default="-", help="file to write (default: standard output)")
     p.set_defaults(func=cmd_export)
+    p = asub.add_parser("ship", help="carry the local audit log of stopped servers to the store "
+                                     "(a server does it itself at start; this needs none)")
+    _common(p)
+    p.add_argument("--log-dir", default=os.environ.get("AUTHZ_AUDIT_LOG_DIR", ""),
+                   help="the log folder (env AUTHZ_AUDIT_LOG_DIR; default: as the server's)")
+    p.set_defaults(func=cmd_ship)
     p = asub.add_parser("trim", help="retention: delete entries older than N days (a verified "
                                      "prefix of each chain; verify still works afterwards); "
                                      "a dry run unless --apply")
@@ -194,3 +200,27 @@ def cmd_trim(args: argparse.Namespace) -> int:
     elif not args.apply:
         print("dry run: nothing deleted; run again with --apply to delete them")
     return 0
+
+
+def cmd_ship(args: argparse.Namespace) -> int:
+    """Ship every segment no living server holds; exit 1 when some could not be."""
+    from authz.audit.segment import default_log_dir
+    from authz.audit.shipper import ship_orphans
+
+    trail = _open(args)
+    if trail is None:
+        return 2
+    folder = default_log_dir(args.db, args.log_dir)
+    try:
+        carrier = ship_orphans(trail, folder) if folder.is_dir() else None
+    finally:
+        trail.engine.dispose()
+    if carrier is None:
+        print(f"no audit log at {folder}")
+        return 0
+    left = sorted(p.name for p in folder.glob("seg-*.log"))
+    print(f"shipped {carrier.written} entries ({carrier.skipped} already in the store, "
+          f"{carrier.quarantined} quarantined) from {folder}")
+    for name in left:
+        print(f"  not shipped (held by a running server, or damaged): {name}")
+    return 0 if not left else 1

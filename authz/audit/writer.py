@@ -76,8 +76,39 @@ class AuditUnavailable(Exception):
     decision must not be acted on. The message is stable: no store text in it."""
 
 
-class _StoreDown(Exception):
+class StoreDown(Exception):
     """A write failed for the store's own reason (not the data): retry or fail all."""
+
+
+def isolate(sink: Sink, entries: Sequence[AuditEntry], idx: list[int], done: list[str | None],
+            refused: list[tuple[AuditEntry, str, str]], todo: dict[str, dict[str, int]]) -> None:
+    """Append the entries `idx` not yet done (done[i]: None to do, "" written, else why
+    refused); on a refusal split them in halves until the entry refused alone is found
+    (it goes to `refused`). `todo["drops"]` rides on the first append that succeeds.
+    Raises StoreDown, with `done` saying what was written before."""
+    idx = [i for i in idx if done[i] is None]
+    if not idx:
+        return
+    try:
+        sink.append([entries[i] for i in idx], todo["drops"] or None)
+    except Exception as exc:
+        why = sink.refused(exc)
+        if not why:
+            raise StoreDown(str(exc)) from exc
+        if len(idx) == 1:
+            e = entries[idx[0]]
+            log.error("audit entry refused by the store, quarantined: org %r decision %r: %s",
+                      e.org_id, e.decision_id, exc)
+            done[idx[0]] = why
+            refused.append((e, why, str(exc)))
+            return
+        half = len(idx) // 2
+        isolate(sink, entries, idx[:half], done, refused, todo)
+        isolate(sink, entries, idx[half:], done, refused, todo)
+        return
+    todo["drops"] = {}
+    for i in idx:
+        done[i] = ""
 
 
 # (entry, the future of the submit call it came with (strict only), last of that call)
@@ -92,7 +123,7 @@ class AuditWriter:
     def __init__(self, sink: Sink, mode: WriteMode = WriteMode.BATCHED, *, queue_size: int = 10_000,
                  when_full: WhenFull = WhenFull.BLOCK, max_batch: int = 1000,
                  flush_interval: float = 0.05, retry_delay: float = 0.5,
-                 block_timeout: float = 10.0,
+                 block_timeout: float = 10.0, max_lag: float = 1.0,
                  on_quarantine: Callable[[int], None] | None = None) -> None:
         self.sink = sink
         self.mode = mode
@@ -102,8 +133,11 @@ class AuditWriter:
         self.flush_interval = flush_interval
         self.retry_delay = retry_delay
         self.block_timeout = block_timeout  # longest wait for room without a deadline
+        self.max_lag = max_lag  # batched: the oldest queued entry's longest wait
         self.on_quarantine = on_quarantine  # metrics hook: entries quarantined
         self._q: deque[_Item] = deque()
+        self._queued = 0  # entries ever taken out of the queue by the flusher
+        self._stamps: deque[tuple[int, float]] = deque()  # (position of a submit's last entry, when)
         self._cv = threading.Condition()
         self._submitted = 0  # entries accepted into the queue (or dropped)
         self._settled = 0  # entries written, dropped, or failed
@@ -134,7 +168,7 @@ class AuditWriter:
         strict = self.mode == WriteMode.STRICT
         fut: Future[None] | None = Future() if strict else None
         with self._cv:
-            if len(self._q) + len(entries) > self.queue_size:
+            if self._full(len(entries)):
                 if self.when_full == WhenFull.DROP and not strict:
                     self._drop(entries)
                     return _DONE
@@ -142,7 +176,7 @@ class AuditWriter:
                     return None
                 if deadline is None:
                     deadline = time.monotonic() + self.block_timeout
-                while len(self._q) + len(entries) > self.queue_size and not self._stopping:
+                while self._full(len(entries)) and not self._stopping:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         self.timed_out += len(entries)
@@ -157,9 +191,19 @@ class AuditWriter:
             for i, e in enumerate(entries):
                 self._q.append((e, fut, i == last))
             self._submitted += len(entries)
+            if not strict:
+                self._stamps.append((self._queued + len(self._q), time.monotonic()))
             if strict or was_empty or len(self._q) >= self.max_batch:
                 self._cv.notify_all()
         return fut or _DONE
+
+    def _full(self, n: int) -> bool:
+        """No room for `n` more entries: the queue would pass `queue_size` entries, or its
+        oldest entry waits longer than `max_lag` (batched: what a kill can lose is bounded
+        in count and in time)."""
+        if len(self._q) + n > self.queue_size:
+            return True
+        return bool(self._stamps) and time.monotonic() - self._stamps[0][1] > self.max_lag
 
     def _drop(self, entries: Sequence[AuditEntry]) -> None:
         for e in entries:
@@ -203,6 +247,7 @@ class AuditWriter:
             self._stopping = True
             left = list(self._q)
             self._q.clear()
+            self._stamps.clear()
             self._settled += len(left)
             self._cv.notify_all()
         self._fail([fut for _, fut, _ in left], "the server stopped before the entry was recorded")
@@ -243,6 +288,9 @@ class AuditWriter:
                 self._flush_wanted = True  # the interval is up: write what there is
         n = min(len(self._q), self.max_batch)
         batch = [self._q.popleft() for _ in range(n)]
+        self._queued += n
+        while self._stamps and self._stamps[0][0] <= self._queued:
+            self._stamps.popleft()  # every entry of that submit is out of the queue
         drops = dict(self._drops)
         self._drops.clear()
         if not self._q:
@@ -267,9 +315,10 @@ class AuditWriter:
         delay = self.retry_delay
         while True:
             try:
-                self._isolate(batch, list(range(len(batch))), done, refused, todo)
+                isolate(self.sink, [e for e, _, _ in batch], list(range(len(batch))), done,
+                        refused, todo)
                 break
-            except _StoreDown as exc:
+            except StoreDown as exc:
                 left = [i for i, d in enumerate(done) if d is None]
                 if self.mode == WriteMode.STRICT:
                     log.error("audit write failed; failing %d waiting calls: %s", len(left), exc)
@@ -303,35 +352,6 @@ class AuditWriter:
                 if fut is not None and last and d == "" and not fut.done():
                     with contextlib.suppress(InvalidStateError):  # failed meanwhile (close)
                         fut.set_result(None)
-
-    def _isolate(self, batch: list[_Item], idx: list[int], done: list[str | None],
-                 refused: list[tuple[AuditEntry, str, str]], todo: dict[str, dict[str, int]]
-                 ) -> None:
-        """Append the entries `idx` not yet done; on a refusal split them in halves until
-        the entry refused alone is found (it goes to `refused`). Raises _StoreDown."""
-        idx = [i for i in idx if done[i] is None]
-        if not idx:
-            return
-        try:
-            self.sink.append([batch[i][0] for i in idx], todo["drops"] or None)
-        except Exception as exc:
-            why = self.sink.refused(exc)
-            if not why:
-                raise _StoreDown(str(exc)) from exc
-            if len(idx) == 1:
-                e = batch[idx[0]][0]
-                log.error("audit entry refused by the store, quarantined: org %r decision %r: %s",
-                          e.org_id, e.decision_id, exc)
-                done[idx[0]] = why
-                refused.append((e, why, str(exc)))
-                return
-            half = len(idx) // 2
-            self._isolate(batch, idx[:half], done, refused, todo)
-            self._isolate(batch, idx[half:], done, refused, todo)
-            return
-        todo["drops"] = {}
-        for i in idx:
-            done[i] = ""
 
     def _keep(self, refused: list[tuple[AuditEntry, str, str]]) -> None:
         """Quarantine refused entries; if even that fails, the log holds them."""

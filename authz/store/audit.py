@@ -270,6 +270,11 @@ class AuditStore:
         authz.store.audit_quarantine)."""
         audit_quarantine.keep(self.engine, refused)
 
+    def known(self, decision_ids: Sequence[str]) -> set[str]:
+        """Which of these ids are already in the trail or its quarantine: a shipper that
+        resumes a log after a crash skips them (nothing twice)."""
+        return audit_quarantine.known(self.engine, decision_ids)
+
     @staticmethod
     def refused(exc: Exception) -> str:
         """Why the store refused a write's data (authz.audit.writer.Sink.refused), or ""

@@ -68,3 +68,19 @@ def listed(conn: Connection, org_id: str, limit: int = 100) -> tuple[int, list[Q
     rows = conn.execute(sa.select(Q).where(Q.c.org_id == key).order_by(Q.c.id).limit(limit))
     return int(n or 0), [Quarantined(r.org_id, r.decision_id, r.quarantined_at, r.reason,
                                      r.detail, r.entry) for r in rows]
+
+
+def known(engine: Engine, decision_ids: Sequence[str]) -> set[str]:
+    """The ids among `decision_ids` recorded in the trail or kept in the quarantine."""
+    from authz.store.audit_schema import audit_entries as E
+
+    ids = list(set(decision_ids))
+    if not ids:
+        return set()
+    escaped = {_escaped(i, 64): i for i in ids}
+    with engine.connect() as conn:
+        found = {r[0] for r in conn.execute(sa.select(E.c.decision_id).where(
+            E.c.decision_id.in_([i for i in ids if "\x00" not in i])))}
+        found |= {escaped[r[0]] for r in conn.execute(sa.select(Q.c.decision_id).where(
+            Q.c.decision_id.in_(list(escaped))))}
+    return found

@@ -253,3 +253,22 @@ def test_an_idle_batched_writer_sleeps_until_an_entry_arrives() -> None:
         assert w.flush(timeout=10) and sink.ids == ["d1"]
     finally:
         w.close()
+
+
+def test_batched_queue_is_bounded_in_time_as_well_as_count() -> None:
+    """What a kill can lose (the queue) is bounded by age too: with the store stalled,
+    an entry older than max_lag makes the next caller wait (or drop, by policy)."""
+    sink = Sink()
+    sink.gate.clear()
+    w = AuditWriter(sink, WriteMode.BATCHED, queue_size=1000, max_batch=1, flush_interval=0.01,
+                    max_lag=0.1, when_full=WhenFull.DROP)
+    w.submit([entry(0)])
+    assert sink.entered.wait(5)  # the flusher is stuck writing entry 0
+    w.submit([entry(1)])  # queued: room by count
+    time.sleep(0.3)  # older than max_lag now
+    w.submit([entry(2)])
+    assert w.dropped == 1 and w.pending() == 1  # dropped (counted) though the queue has room
+    sink.gate.set()
+    assert w.flush(5)
+    w.close()
+    assert sink.ids == ["d0", "d1"]

@@ -219,6 +219,10 @@ def test_sigkill_in_strict_mode_loses_no_acknowledged_decision(
         for t in threads:
             t.join(10)
     assert proc.proc.returncode == -signal.SIGKILL
+    # The log pipeline (default): what was acknowledged is in the killed server's local
+    # log; `authz audit ship` (or the next start) carries it to the store.
+    shipped = run_authz("audit", "ship", "--db", url)
+    assert "shipped" in shipped.stdout, shipped.stdout
     with open_store(url) as store:
         trail = AuditStore(store.engine)
         recorded = {e.decision_id for e in trail.entries(ORG)}

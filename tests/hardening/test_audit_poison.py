@@ -47,9 +47,11 @@ def _refuse_poison(url: str) -> None:
     engine.dispose()
 
 
-def _serve(tmp_path: Path, url: str, mode: str, *extra: str) -> ServerProc:
+def _serve(tmp_path: Path, url: str, mode: str, *extra: str, pipeline: str = "queue"
+           ) -> ServerProc:
     config = tmp_path / "authz.toml"
-    config.write_text("audit_queue = 40\naudit_flush_interval = 0.02\n")
+    config.write_text(f'audit_queue = 40\naudit_flush_interval = 0.02\naudit_pipeline = "{pipeline}"\n'
+                      f'audit_log_dir = "{tmp_path / "audit-log"}"\n')
     return start_server(tmp_path, url, "--audit-mode", mode, "--config", str(config), *extra)
 
 
@@ -128,10 +130,11 @@ def test_strict_only_the_poisoned_calls_fail_and_are_quarantined(pg: str, tmp_pa
         assert server.stop() == 0, server.log()
 
 
-def test_batched_poison_is_quarantined_and_every_other_entry_written(pg: str,
-                                                                      tmp_path: Path) -> None:
+@pytest.mark.parametrize("pipeline", ["queue", "log"])
+def test_batched_poison_is_quarantined_and_every_other_entry_written(
+        pg: str, tmp_path: Path, pipeline: str) -> None:
     _refuse_poison(pg)
-    server = _serve(tmp_path, pg, "batched")
+    server = _serve(tmp_path, pg, "batched", pipeline=pipeline)
     try:
         acked, failed = _hammer(server.address, 60, poison_every=15)
         assert failed == []  # batched answers before writing
@@ -145,10 +148,12 @@ def test_batched_poison_is_quarantined_and_every_other_entry_written(pg: str,
         assert server.stop() == 0, server.log()
 
 
-def test_nul_byte_in_an_envoy_header_does_not_wedge_the_trail(pg: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pipeline", ["queue", "log"])
+def test_nul_byte_in_an_envoy_header_does_not_wedge_the_trail(pg: str, tmp_path: Path,
+                                                              pipeline: str) -> None:
     """The attack as seen: one ext_authz request with a NUL byte, then ordinary traffic.
     Whether the door refuses it or the writer quarantines it, nothing else is lost."""
-    server = _serve(tmp_path, pg, "batched")
+    server = _serve(tmp_path, pg, "batched", pipeline=pipeline)
     try:
         with grpc.insecure_channel(server.address) as ch:
             envoy = ext_grpc.AuthorizationStub(ch)
@@ -169,9 +174,10 @@ def test_nul_byte_in_an_envoy_header_does_not_wedge_the_trail(pg: str, tmp_path:
         assert server.stop() == 0, server.log()
 
 
+@pytest.mark.parametrize("pipeline", ["queue", "log"])
 def test_a_wedged_store_bounds_each_call_by_its_deadline_and_sigterm_by_the_grace(
-        pg: str, tmp_path: Path) -> None:
-    server = _serve(tmp_path, pg, "strict", "--grace", "2")
+        pg: str, tmp_path: Path, pipeline: str) -> None:
+    server = _serve(tmp_path, pg, "strict", "--grace", "2", pipeline=pipeline)
     engine = sa.create_engine(pg, poolclass=NullPool)
     conn = engine.connect()
     try:
@@ -181,11 +187,15 @@ def test_a_wedged_store_bounds_each_call_by_its_deadline_and_sigterm_by_the_grac
             tx = conn.begin()  # hold the head: every append now hangs behind this lock
             conn.execute(sa.text("SELECT seq FROM audit_heads WHERE org_id = :o FOR UPDATE"),
                          {"o": ORG})
-            with pytest.raises(grpc.RpcError) as info:
-                _check(stub, "u-paul", timeout=2)
-            # The server answered before the deadline, saying the trail did not confirm:
-            # not the client's own DEADLINE_EXCEEDED after a call left hanging.
-            assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value
+            if pipeline == "log":  # strict = on the local disk: the store's lock is not waited on
+                late = _check(stub, "u-paul", timeout=2)
+                assert late.decision_id
+            else:
+                with pytest.raises(grpc.RpcError) as info:
+                    _check(stub, "u-paul", timeout=2)
+                # The server answered before the deadline, saying the trail did not
+                # confirm: not the client's DEADLINE_EXCEEDED after a call left hanging.
+                assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value
         server.proc.send_signal(signal.SIGTERM)
         try:
             code = server.proc.wait(12)  # grace 2 s (+ start of the exit): never the 20 s+ hang
@@ -193,8 +203,31 @@ def test_a_wedged_store_bounds_each_call_by_its_deadline_and_sigterm_by_the_grac
             pytest.fail("SIGTERM did not finish with a wedged store:\n" + server.log()[-3000:])
         assert code == 0, server.log()
         tx.rollback()
+        if pipeline == "log":  # the acknowledged entry waited in the log: nothing lost
+            run_authz("audit", "ship", "--db", pg, "--log-dir", str(tmp_path / "audit-log"))
+            out = run_authz("audit", "query", "--db", pg, "--org", ORG, "--user", "u-paul")
+            assert late.decision_id in out.stdout
     finally:
         conn.close()
         engine.dispose()
         if server.proc.poll() is None:
             server.proc.kill()
+
+
+def test_log_pipeline_strict_poison_is_quarantined_and_nothing_else_fails(
+        pg: str, tmp_path: Path) -> None:
+    """Strict on the log pipeline acknowledges once the entry is on the local disk; the
+    shipper meets the poison later, quarantines it and ships the rest."""
+    _refuse_poison(pg)
+    server = _serve(tmp_path, pg, "strict", pipeline="log")
+    try:
+        acked, failed = _hammer(server.address, 40, poison_every=10)
+        assert failed == [] and len(acked) == 40 * len(USERS)
+        with grpc.insecure_channel(server.address) as ch:
+            stub = Stub(ch)
+            recorded = _recorded(stub)
+            v = stub.VerifyAudit(pb.VerifyAuditRequest(org_id=ORG), timeout=10)
+        assert v.ok and v.quarantined == 4 * len(USERS), v
+        assert len(set(acked) - recorded) == v.quarantined
+    finally:
+        assert server.stop() == 0, server.log()

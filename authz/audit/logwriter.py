@@ -1,0 +1,232 @@
+"""The audit pipeline "log": entries leave the serving path as bytes in a local log.
+
+`submit` frames the entries and writes them to this process's segment file with one
+os.write (under a lock, so records never interleave), then answers:
+
+- batched: at once; the bytes are in the operating system, so a killed process loses
+  nothing. A lost machine loses what was not yet on disk: the syncer thread fsyncs at
+  least every `sync_interval` (1 s), and at once after `sync_entries` (10,000) unsynced
+  entries, so that loss is bounded in time and in count.
+- strict: once a fsync covers its bytes (group commit: one fsync settles every call
+  that wrote before it).
+
+A shipper thread (authz.audit.shipper) carries the log to the store: numbering, hash
+chain and tables as the direct writer does, poison isolated the same way. It resumes
+from the log after a crash or restart (segments of dead processes are adopted, each by
+one shipper under an flock), so the serving path never waits on SQLAlchemy.
+The writer's own segment stays locked (flock) while the process lives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+from authz.audit import segment
+from authz.audit.chain import AuditEntry
+from authz.audit.writer import AuditUnavailable, Sink, WriteMode
+
+log = logging.getLogger("authz.audit")
+_DONE: Future[None] = Future()
+_DONE.set_result(None)
+
+
+@dataclass
+class Segment:
+    """One of this process's segment files, and how far it is written and synced."""
+
+    no: int
+    path: Path
+    fd: int
+    end: int = 0  # bytes written (whole records only)
+    synced: int = 0  # bytes known to be on disk
+    closed: bool = False  # rotated out: no more writes
+
+
+class LogWriter:
+    """Same face as authz.audit.writer.AuditWriter (submit, flush, close, counters)."""
+
+    def __init__(self, sink: Sink, mode: WriteMode, log_dir: Path, *,
+                 segment_bytes: int = 64 << 20, sync_interval: float = 1.0,
+                 sync_entries: int = 10_000, max_batch: int = 1000, ship_interval: float = 0.05,
+                 retry_delay: float = 0.5, on_quarantine: Callable[[int], None] | None = None
+                 ) -> None:
+        from authz.audit.shipper import Shipper
+
+        self.mode = mode
+        self.log_dir = log_dir
+        self.segment_bytes = segment_bytes
+        self.sync_interval = sync_interval
+        self.sync_entries = sync_entries
+        self.cv = threading.Condition()
+        self.segments: list[Segment] = []
+        self._waiters: list[tuple[int, int, Future[None]]] = []  # strict: (seg no, end, fut)
+        self._unsynced = 0  # entries written since the last fsync
+        self._stopping = False
+        self.submitted = 0
+        self.failed = 0  # entries the log could not take (their calls failed)
+        self.dropped = 0  # never: there is no queue to overflow (kept for the common face)
+        self._syncer: threading.Thread | None = None
+        self.shipper: Shipper | None = None
+        if mode == WriteMode.OFF:
+            return
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self._rotate()
+        self._syncer = threading.Thread(target=self._sync_loop, name="authz-audit-sync",
+                                        daemon=True)
+        self._syncer.start()
+        self.shipper = Shipper(self, sink, max_batch=max_batch, interval=ship_interval,
+                               retry_delay=retry_delay, on_quarantine=on_quarantine)
+
+    # -- counters of the common face ---------------------------------------------------
+
+    @property
+    def written(self) -> int:
+        return self.shipper.written if self.shipper else 0
+
+    @property
+    def quarantined(self) -> int:
+        return self.shipper.quarantined if self.shipper else 0
+
+    def pending(self) -> int:
+        return self.shipper.pending() if self.shipper else 0
+
+    # -- the hot path ------------------------------------------------------------------
+
+    def submit(self, entries: Sequence[AuditEntry], wait: bool = True,
+               deadline: float | None = None) -> Future[None] | None:
+        """Write the entries to the log; the future is done at once (batched) or once a
+        fsync covers them (strict). A write the log refuses (disk full) raises
+        AuditUnavailable: no decision is answered unrecorded."""
+        if self.mode == WriteMode.OFF or not entries:
+            return _DONE
+        data = segment.frames(entries)
+        strict = self.mode == WriteMode.STRICT
+        with self.cv:
+            if self._stopping:
+                raise AuditUnavailable("the server is stopping")
+            seg = self.segments[-1]
+            try:
+                segment.write_all(seg.fd, data)
+            except OSError as exc:
+                with contextlib.suppress(OSError):  # no torn record left for the next write
+                    os.ftruncate(seg.fd, seg.end)
+                self.failed += len(entries)
+                log.error("audit log write failed (%s): %d entries refused", exc, len(entries))
+                raise AuditUnavailable("the audit log could not record the decision") from exc
+            seg.end += len(data)
+            self.submitted += len(entries)
+            self._unsynced += len(entries)
+            fut: Future[None] | None = None
+            if strict:
+                fut = Future()
+                self._waiters.append((seg.no, seg.end, fut))
+                self.cv.notify_all()
+            elif self._unsynced >= self.sync_entries:
+                self.cv.notify_all()
+            if seg.end >= self.segment_bytes:
+                self._rotate()
+        if self.shipper is not None:
+            self.shipper.poke(len(entries))
+        return fut or _DONE
+
+    def _rotate(self) -> None:
+        """Start a new segment (under the lock); the old one is synced and closed."""
+        if self.segments:
+            old = self.segments[-1]
+            os.fsync(old.fd)
+            old.synced, old.closed = old.end, True
+            self._settle(old.no, old.end)
+        no = self.segments[-1].no + 1 if self.segments else 0
+        path = self.log_dir / f"seg-{os.getpid()}-{time.time_ns()}-{no}.log"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours while we live: not an orphan
+        self.segments.append(Segment(no, path, fd))
+
+    # -- group commit ------------------------------------------------------------------
+
+    def _sync_loop(self) -> None:
+        last = time.monotonic()
+        while True:
+            with self.cv:
+                while not self._stopping and not self._waiters and (
+                        self._unsynced < self.sync_entries
+                        and (not self._unsynced or time.monotonic() - last < self.sync_interval)):
+                    self.cv.wait(self.sync_interval if self._unsynced else None)
+                if self._stopping and not self._waiters:
+                    return
+                seg = self.segments[-1]
+                fd, end, self._unsynced = seg.fd, seg.end, 0
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:  # the disk refused: strict calls must not be acknowledged
+                log.error("audit log fsync failed: %s", exc)
+                with self.cv:
+                    waiting, self._waiters = self._waiters, []
+                for _, _, fut in waiting:
+                    if not fut.done():
+                        fut.set_exception(AuditUnavailable(
+                            "the audit log could not record the decision"))
+                continue
+            last = time.monotonic()
+            with self.cv:
+                seg.synced = max(seg.synced, end)
+                self._settle(seg.no, end)
+
+    def _settle(self, no: int, end: int) -> None:
+        """Strict calls whose bytes are on disk (up to `end` of segment `no`) answer."""
+        keep = []
+        for w in self._waiters:
+            if (w[0], w[1]) <= (no, end):
+                if not w[2].done():
+                    w[2].set_result(None)
+            else:
+                keep.append(w)
+        self._waiters = keep
+
+    # -- flush and close ---------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything written so far is in the store; False on timeout."""
+        if self.shipper is None:
+            return True
+        with self.cv:
+            seg = self.segments[-1]
+            target = (seg.no, seg.end)
+        return self.shipper.wait_shipped(target, timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Sync the log, ship what can be shipped within `timeout`, stop. What is not
+        shipped stays in the segment (on disk) for the next start to ship."""
+        if self._syncer is None:
+            return
+        end = time.monotonic() + timeout
+        self.flush(max(0.0, timeout - 0.5))
+        with self.cv:
+            self._stopping = True
+            self.cv.notify_all()
+        self._syncer.join(max(0.1, end - time.monotonic()))
+        with self.cv:
+            for seg in self.segments:
+                try:
+                    os.fsync(seg.fd)
+                except OSError as exc:
+                    log.error("audit log fsync at close failed: %s", exc)
+                seg.synced, seg.closed = seg.end, True
+            self._settle(self.segments[-1].no, self.segments[-1].end)
+        if self.shipper is not None:
+            self.shipper.stop(max(0.1, end - time.monotonic()))
+        with self.cv:
+            for seg in self.segments:
+                if self.shipper is not None and self.shipper.shipped(seg.no) >= seg.end:
+                    segment.remove(seg.path)  # all in the store
+                os.close(seg.fd)  # releases the flock: a later start adopts what is left
+        self._syncer = None

@@ -1,0 +1,119 @@
+"""The local audit log's file format: segments of length-prefixed, checksummed records.
+
+A segment is one process's append-only file (`seg-<pid>-<ns>.log` in the log folder).
+Each record is an 8-byte header, the payload's length and CRC-32 (little-endian u32
+each), then the payload: one unsealed entry as compact JSON (a list in `_FIELDS` order;
+numbering and hashing happen in the store, under the organization's head lock). A record
+cut short by a crash or a checksum that does not match ends what is read: what follows
+it is never trusted. Beside each segment, `<segment>.shipped` holds how far it has been
+shipped to the store (a hint: the shipper de-duplicates by decision id after a crash).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from authz.audit.chain import AuditEntry
+
+log = logging.getLogger("authz.audit")
+_HEADER = struct.Struct("<II")
+_FIELDS = ("org_id", "kind", "at", "decision_id", "crm_user", "acting_kind", "acting_id",
+           "action", "module", "record_id", "allowed", "reason", "mode", "policy_revision",
+           "directory_revision", "caller")
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def frame(e: AuditEntry) -> bytes:
+    """One entry as a record (header + payload)."""
+    payload = _dumps([e.org_id, e.kind, e.at, e.decision_id, e.crm_user, e.acting_kind,
+                      e.acting_id, e.action, e.module, e.record_id, e.allowed, e.reason, e.mode,
+                      e.policy_revision, e.directory_revision, e.caller]).encode()
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def frames(entries: Sequence[AuditEntry]) -> bytes:
+    return b"".join(frame(e) for e in entries)
+
+
+def _entry(payload: bytes) -> AuditEntry:
+    (org_id, kind, at, decision_id, crm_user, acting_kind, acting_id, action, module, record_id,
+     allowed, reason, mode, policy_revision, directory_revision, caller) = json.loads(payload)
+    return AuditEntry(org_id, 0, kind, at, decision_id, crm_user, acting_kind, acting_id, action,
+                      module, record_id, allowed, reason, mode, policy_revision,
+                      directory_revision, caller)
+
+
+def read(path: Path, start: int, end: int | None = None, limit: int = 1000
+         ) -> tuple[list[AuditEntry], list[int], bool]:
+    """Up to `limit` entries from byte `start` (to `end`, or the end of the file): the
+    entries, the offset just after each, and whether reading stopped at damage (a torn
+    or corrupt record), which the caller reports."""
+    entries: list[AuditEntry] = []
+    ends: list[int] = []
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(-1 if end is None else max(0, end - start))
+    pos = 0
+    while len(entries) < limit:
+        if len(data) - pos < _HEADER.size:
+            return entries, ends, len(data) != pos
+        size, crc = _HEADER.unpack_from(data, pos)
+        payload = data[pos + _HEADER.size:pos + _HEADER.size + size]
+        if len(payload) < size or zlib.crc32(payload) != crc:
+            return entries, ends, True
+        try:
+            entries.append(_entry(payload))
+        except (ValueError, TypeError):
+            return entries, ends, True
+        pos += _HEADER.size + size
+        ends.append(start + pos)
+    return entries, ends, False
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is in the file (a regular file rarely writes short)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def shipped(path: Path) -> int:
+    """How far `path` was shipped, as its cursor file says (0: from the start)."""
+    try:
+        return int((path.parent / (path.name + ".shipped")).read_text() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def mark_shipped(path: Path, offset: int) -> None:
+    """Record the cursor (a replace: never half written)."""
+    cursor = path.parent / (path.name + ".shipped")
+    tmp = cursor.with_suffix(".tmp")
+    tmp.write_text(str(offset))
+    os.replace(tmp, cursor)
+
+
+def remove(path: Path) -> None:
+    """A fully shipped segment and its cursor go."""
+    for p in (path, path.parent / (path.name + ".shipped")):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def default_log_dir(db_url: str, configured: str = "") -> Path:
+    """The log folder for a store: `configured`; else `audit-log` beside an SQLite file;
+    else var/audit-log/<digest of the URL>, so one store's log never ships to another."""
+    if configured:
+        return Path(configured)
+    if db_url.startswith("sqlite:///"):
+        return Path(db_url.removeprefix("sqlite:///").split("?", 1)[0]).parent / "audit-log"
+    return Path("var/audit-log") / hashlib.sha256(db_url.encode()).hexdigest()[:12]

@@ -1,0 +1,245 @@
+"""Carries the local audit log (authz.audit.logwriter) to the store.
+
+One shipper thread per server process ships that process's segments in order, in
+batches, through the same poison isolation as the direct writer (authz.audit.writer.
+isolate): an entry the store refuses is quarantined, the rest written; a store that is
+down is retried with backoff, never quarantined. It also adopts the segments of
+processes that died (an flock that no living writer holds), or `authz audit ship` does:
+those are shipped from their cursor with entries already in the store (or in the
+quarantine) skipped by decision id, so a crash between a commit and its cursor ships
+nothing twice, and nothing is lost. A fully shipped segment is deleted.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from authz.audit import segment
+from authz.audit.chain import AuditEntry
+from authz.audit.writer import Sink, StoreDown, isolate
+
+if TYPE_CHECKING:
+    from authz.audit.logwriter import LogWriter
+
+log = logging.getLogger("authz.audit")
+ORPHAN_INTERVAL = 10.0  # seconds between looks for segments of dead processes
+
+
+class Carrier:
+    """Writes batches read from the log to the store: isolating poison, retrying a store
+    that is down until `stopping` is set, de-duplicating when asked."""
+
+    def __init__(self, sink: Sink, stopping: threading.Event, retry_delay: float = 0.5,
+                 on_quarantine: Callable[[int], None] | None = None) -> None:
+        self.sink = sink
+        self.stopping = stopping
+        self.retry_delay = retry_delay
+        self.on_quarantine = on_quarantine
+        self.written = 0
+        self.quarantined = 0
+        self.skipped = 0  # already in the store: shipped before a crash
+
+    def store(self, entries: Sequence[AuditEntry], dedupe: bool = False) -> bool:
+        """True once every entry is written or quarantined; False when stopping first
+        (then nothing counts as shipped: a later start re-ships it, de-duplicated)."""
+        if dedupe:
+            known: Any = getattr(self.sink, "known", None)
+            if known is not None:
+                seen = known([e.decision_id for e in entries])
+                self.skipped += sum(1 for e in entries if e.decision_id in seen)
+                entries = [e for e in entries if e.decision_id not in seen]
+        done: list[str | None] = [None] * len(entries)
+        refused: list[tuple[AuditEntry, str, str]] = []
+        todo: dict[str, dict[str, int]] = {"drops": {}}
+        delay = self.retry_delay
+        while True:
+            try:
+                isolate(self.sink, entries, list(range(len(entries))), done, refused, todo)
+                break
+            except StoreDown as exc:
+                log.error("audit shipping failed; retrying in %.1fs: %s", delay, exc)
+                if self.stopping.wait(delay):
+                    return False
+                delay = min(delay * 2, 5.0)
+        if refused:
+            try:
+                self.sink.quarantine(refused)
+            except Exception as exc:
+                log.error("audit quarantine failed (%s); the refused entries: %r", exc,
+                          [e for e, _, _ in refused])
+            self.quarantined += len(refused)
+            if self.on_quarantine is not None:
+                self.on_quarantine(len(refused))
+        self.written += sum(1 for d in done if d == "")
+        return True
+
+    def adopt(self, path: Path, max_batch: int = 1000) -> bool:
+        """Ship a dead process's segment whole, then delete it. False: its owner lives (or
+        another shipper has it), or the store stayed down until stopping."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            if not path.exists():  # shipped and removed by the shipper that had it
+                return False
+            pos = segment.shipped(path)
+            while True:
+                entries, ends, damaged = segment.read(path, pos, None, max_batch)
+                if entries:
+                    if not self.store(entries, dedupe=True):
+                        return False
+                    pos = ends[-1]
+                    segment.mark_shipped(path, pos)
+                if not entries or len(entries) < max_batch:
+                    if damaged:
+                        log.error("audit log %s: a damaged record at byte %d; what follows "
+                                  "it is not shipped (the file is kept)", path, pos)
+                        return False
+                    break
+            segment.remove(path)
+            log.info("audit log %s of a stopped process shipped", path.name)
+            return True
+        finally:
+            os.close(fd)
+
+
+def ship_orphans(sink: Sink, log_dir: Path, own: set[Path] | None = None,
+                 stopping: threading.Event | None = None) -> Carrier:
+    """Adopt and ship every segment in `log_dir` no living process holds (`authz audit
+    ship`, and each shipper now and then)."""
+    carrier = Carrier(sink, stopping or threading.Event())
+    for path in sorted(log_dir.glob("seg-*.log")):
+        if own is None or path not in own:
+            carrier.adopt(path)
+    return carrier
+
+
+class Shipper:
+    """The shipper thread of one LogWriter."""
+
+    def __init__(self, writer: LogWriter, sink: Sink, *, max_batch: int = 1000,
+                 interval: float = 0.05, retry_delay: float = 0.5,
+                 on_quarantine: Callable[[int], None] | None = None) -> None:
+        self.writer = writer
+        self.max_batch = max_batch
+        self.interval = interval
+        self._stopping = threading.Event()
+        self.carrier = Carrier(sink, self._stopping, retry_delay, on_quarantine)
+        self._wake = threading.Event()
+        self._poked = 0
+        self._idle = False  # nothing to ship: sleeping until poked (no timer: idle CPU)
+        self._pos: dict[int, int] = {}  # segment no -> bytes shipped
+        self._cv = threading.Condition()
+        self._next_orphans = 0.0
+        self._thread = threading.Thread(target=self._run, name="authz-audit-ship", daemon=True)
+        self._thread.start()
+
+    @property
+    def written(self) -> int:
+        return self.carrier.written
+
+    @property
+    def quarantined(self) -> int:
+        return self.carrier.quarantined
+
+    def poke(self, n: int) -> None:
+        """Entries were written to the log: wake an idle shipper, or ship at once when a
+        batch is full (otherwise the batch gets its interval)."""
+        self._poked += n
+        if self._idle or self._poked >= self.max_batch:
+            self._wake.set()
+
+    def pending(self) -> int:
+        with self.writer.cv:
+            return sum(s.end - self._pos.get(s.no, 0) for s in self.writer.segments)
+
+    def wait_shipped(self, target: tuple[int, int], timeout: float | None) -> bool:
+        """Wait until the log up to `target` (segment no, offset) is in the store."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._wake.set()
+        with self._cv:
+            while self._pos.get(target[0], 0) < target[1] and not self._gone(target[0]):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cv.wait(remaining)
+        return True
+
+    def shipped(self, no: int) -> int:
+        """Bytes of segment `no` in the store."""
+        with self._cv:
+            return self._pos.get(no, 0)
+
+    def _gone(self, no: int) -> bool:
+        return all(s.no != no for s in self.writer.segments)
+
+    def stop(self, timeout: float) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("audit shipper still in a store call at close; the log keeps the rest")
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            if self.pending():
+                self._wake.wait(self.interval)  # let the batch gather
+            else:
+                self._idle = True
+                if not self.pending():  # an entry written meanwhile has poked
+                    self._wake.wait(max(0.0, self._next_orphans - time.monotonic()))
+                self._idle = False
+            self._wake.clear()
+            self._poked = 0
+            try:
+                self._ship_own()
+                if time.monotonic() >= self._next_orphans:
+                    self._next_orphans = time.monotonic() + ORPHAN_INTERVAL
+                    with self.writer.cv:
+                        own = {s.path for s in self.writer.segments}
+                    for path in sorted(self.writer.log_dir.glob("seg-*.log")):
+                        if path not in own and not self._stopping.is_set():
+                            self.carrier.adopt(path, self.max_batch)
+            except Exception:  # never let the thread die: the log keeps everything
+                log.exception("audit shipper: unexpected error; retrying")
+                self._stopping.wait(1.0)
+        self._ship_own()  # a last pass at close (bounded by the caller's join)
+
+    def _ship_own(self) -> None:
+        with self.writer.cv:
+            segs = [(s.no, s.path, s.end, s.closed) for s in self.writer.segments]
+        for no, path, end, closed in segs:
+            pos = self._pos.get(no, 0)
+            while pos < end:
+                entries, ends, _ = segment.read(path, pos, end, self.max_batch)
+                if not entries:
+                    log.error("audit log %s: damaged at byte %d (kept)", path, pos)
+                    return
+                if not self.carrier.store(entries):
+                    return
+                pos = ends[-1]
+                segment.mark_shipped(path, pos)
+                with self._cv:
+                    self._pos[no] = pos
+                    self._cv.notify_all()
+            if closed and pos >= end:
+                with self.writer.cv:
+                    seg = next((s for s in self.writer.segments if s.no == no), None)
+                    if seg is not None and seg is not self.writer.segments[-1]:
+                        os.close(seg.fd)
+                        self.writer.segments.remove(seg)
+                        segment.remove(path)
+                with self._cv:
+                    self._cv.notify_all()
