@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from authz.audit import segment
+from authz.audit.chain import AuditEntry
 from authz.audit.logwriter import LogWriter
 from authz.audit.shipper import ship_orphans
 from authz.audit.writer import WriteMode
@@ -64,3 +65,11 @@ def test_a_live_writers_segment_is_not_adopted_and_close_ships_it(tmp_path: Path
     assert [e.decision_id for e in trail.entries("acme-eu")] == ["d1", "d2"]
     assert os.listdir(tmp_path / "log") == []
     store.close()
+
+
+def test_the_record_carries_every_field_the_store_seals() -> None:
+    """A field added to AuditEntry must be added to the log's record too (or it would be
+    lost on the way to the store)."""
+    sealed_elsewhere = {"seq", "prev_hash", "hash"}
+    names = tuple(f.name for f in dataclasses.fields(AuditEntry) if f.name not in sealed_elsewhere)
+    assert names == segment._FIELDS
