@@ -432,14 +432,16 @@ JSON_VALUES = st.one_of(
 
 
 @st.composite
-def authzen_bodies(draw: st.DrawFn) -> dict[str, Any]:
-    """An AuthZEN request: mostly a real question, some values hostile."""
+def authzen_bodies(draw: st.DrawFn, path: str = HTTP_PATHS[0]) -> dict[str, Any]:
+    """An AuthZEN request for `path`: mostly a real question, some values hostile."""
+    hostile = draw(st.integers(0, 2)) == 0  # a third hostile; the rest reach decisions
+
     def maybe(real: Any) -> Any:
-        return draw(JSON_VALUES) if draw(st.integers(0, 5)) == 0 else real
+        return draw(JSON_VALUES) if hostile and draw(st.integers(0, 3)) == 0 else real
 
     body: dict[str, Any] = {
         "subject": {"type": maybe("user"), "id": maybe(draw(st.sampled_from(VOCAB["user"]))),
-                    "properties": {"org_id": maybe(draw(st.sampled_from(ORGS)))}},
+                    "properties": {"org_id": maybe(draw(st.sampled_from(EXT_VOCAB["org"])))}},
         "action": {"name": maybe(draw(st.sampled_from(VOCAB["action"])))},
         "resource": {"type": maybe(draw(st.sampled_from(["invoices", "estimates", "bananas"]))),
                      "id": maybe("r-1"),
@@ -448,14 +450,19 @@ def authzen_bodies(draw: st.DrawFn) -> dict[str, Any]:
                          ("owner", "u-sam"), ("product", "books")]), max_size=3))}},
     }
     if draw(st.booleans()):
+        revisions = [0, 1, -1, "1", "١", "²", 2**64] if hostile else [0, 0, 1, "1"]
         body["context"] = {"channel": maybe("crm"),
-                           "min_revision": draw(st.sampled_from([0, 0, 1, -1, "1", "١", 2**64]))}
-    if draw(st.integers(0, 3)) == 0:
+                           "min_revision": draw(st.sampled_from(revisions))}
+    wanted = path.endswith("evaluations") and draw(st.integers(0, 3)) > 0
+    if wanted or (hostile and draw(st.integers(0, 5)) == 0):
         body["evaluations"] = [{"action": {"name": maybe("view")}} for _ in range(draw(
             st.integers(0, 3)))]
-    if draw(st.integers(0, 3)) == 0:
-        body["page"] = {"token": draw(NUMERIC_TEXT), "limit": draw(JSON_VALUES)}
-    if draw(st.integers(0, 9)) == 0:
+    if path.endswith("search/resource"):
+        body["resource"].pop("id")
+        if draw(st.booleans()):
+            body["page"] = {"token": draw(NUMERIC_TEXT if hostile else st.just("0")),
+                            "limit": maybe(10)}
+    if hostile and draw(st.integers(0, 5)) == 0:
         body[draw(HOSTILE)] = draw(JSON_VALUES)
     return body
 
@@ -491,8 +498,10 @@ def test_fuzz_authzen_http(fuzz_server: tuple[ServerProc, dict[str, str]]) -> No
 
     @settings(max_examples=EXAMPLES * 4, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
-    @given(body=authzen_bodies(), path=st.sampled_from(HTTP_PATHS), cred=CREDS)
-    def run(body: dict[str, Any], path: str, cred: str) -> None:
+    @given(question=st.sampled_from(HTTP_PATHS).flatmap(
+        lambda p: st.tuples(st.just(p), authzen_bodies(p))), cred=CREDS)
+    def run(question: tuple[str, dict[str, Any]], cred: str) -> None:
+        path, body = question
         token = {"none": None, "wrong": "wrong-token"}.get(cred, tokens.get(cred))
         payload = json.dumps(body).encode()
         _http_assert(path, *_http_call(tokens["http"], path, payload, token))
