@@ -76,10 +76,12 @@ class Ops:
         """Start reloading, watching the database and serving metrics (server is ready)."""
         cfg = self.cfg
         self.reloader = PolicyReloader(policies, self.executor, self.servicer,
-                                       cfg.reload_interval, extra=self._reload_callers)
+                                       cfg.reload_interval, extra=self._reload_callers,
+                                       extra_sig=lambda: _sig(cfg.callers_file))
         self.reloader.start()
         if cfg.health_interval > 0 and hasattr(store, "revision"):
-            self.watcher = HealthWatcher(lambda: store.revision("__health__"), self.servicer,
+            probe = getattr(store, "ping", None) or (lambda: store.revision("__health__"))
+            self.watcher = HealthWatcher(probe, self.servicer,
                                          services, self.executor, cfg.health_interval)
             self.watcher.start()
         if cfg.metrics_listen:

@@ -3,7 +3,9 @@
 `authz policy compile` swaps the generated folder in with a rename, so a reader sees the
 old files or the new ones. The reloader notices a change by each organization's file
 signature (inode, size, mtime of its .json, .csv and .seal, and the folder's inode), loads the new
-index off the event loop, checks it, and only then swaps it into the PolicySet: a
+index off the event loop, checks it, and only then swaps it into the PolicySet (the
+per-file scan runs when the folder itself moved, while a reload fails, and every
+FULL_SCAN-th poll for a file edited in place; otherwise a poll is a few stats): a
 decision in flight keeps the index it already holds, the next one gets the new one, and
 no Check fails because a reload happened.
 
@@ -42,6 +44,7 @@ from .logs import event
 
 log = logging.getLogger("authz.server")
 POLICY_SERVICE = "authz.policy"
+FULL_SCAN = 5  # polls: the most a file edited in place (not swapped in) goes unseen
 Signature = tuple[tuple[int, int, int], ...]
 
 
@@ -95,12 +98,14 @@ class PolicyReloader:
 
     def __init__(self, policies: PolicySet, executor: Executor,
                  servicer: health.aio.HealthServicer | None = None, interval: float = 2.0,
-                 extra: Callable[[bool], None] | None = None) -> None:
+                 extra: Callable[[bool], None] | None = None,
+                 extra_sig: Callable[[], object] | None = None) -> None:
         self.policies = policies
         self.executor = executor
         self.servicer = servicer
         self.interval = interval
         self.extra = extra  # another reloadable (the callers file); gets `force`
+        self.extra_sig = extra_sig  # a cheap signature of what `extra` reloads
         self.failing: dict[str, str] = {}
         self._seen: dict[str, Signature] = scan(policies.generated) or {}
         self._task: asyncio.Task[None] | None = None
@@ -179,12 +184,35 @@ class PolicyReloader:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def _folder_sig(self) -> object:
+        """A few stats, cheap enough for the event loop: the generated folder (a compile
+        swaps it in by rename), its orgs folder (files renamed in), model.conf, and what
+        `extra_sig` watches (the callers file)."""
+        generated = self.policies.generated
+        out: list[object] = []
+        for path in (generated, generated / "orgs", generated / "model.conf"):
+            try:
+                out.append(_stat(path))
+            except OSError:
+                out.append(None)
+        out.append(self.extra_sig() if self.extra_sig is not None else None)
+        return tuple(out)
+
     async def _run(self) -> None:
         if self.servicer is not None:
             self._health = health_pb2.HealthCheckResponse.SERVING
             await self.servicer.set(POLICY_SERVICE, self._health)
+        seen, polls = self._folder_sig(), 0
         while self.interval > 0:
             await asyncio.sleep(self.interval)
+            # The per-organization scan (a worker thread, a stat per file) only when the
+            # folder moved, while something fails, or every FULL_SCAN-th poll (a file
+            # edited in place): an idle server's poll is a few stats on the loop.
+            sig = self._folder_sig()
+            polls += 1
+            if sig == seen and not self.failing and polls < FULL_SCAN:
+                continue
+            seen, polls = sig, 0
             try:
                 await self.reload()
             except Exception as exc:  # a reload bug must not end reloading

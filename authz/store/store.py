@@ -10,6 +10,7 @@ revision query) or when a caller asks for a revision newer than the one cached
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -63,6 +64,8 @@ class Store:
         self._fresh_at = float("-inf")
         self._table_sig: tuple[int, int] | None = None
         self._check_lock = threading.Lock()
+        self._ping_conn: Connection | None = None
+        self._ping_lock = threading.Lock()
 
     # -- schema ------------------------------------------------------------------------
 
@@ -221,6 +224,31 @@ class Store:
                 return _build(org_id, rev, rows.CRM.read(conn, org_id), rows.FINANCE.read(conn, org_id),
                               rows.INTEGRATION.read(conn, org_id), orgmode.read_mode(conn, org_id))
 
+    def ping(self) -> None:
+        """Prove the database answers (the health probe, once a second): `SELECT 1` on one
+        connection kept for it (~10 µs, against ~650 µs for a pool checkout and a revision
+        read). A failed kept connection is dropped and the ping retried once on a new one
+        (a restarted server is not an outage). One ping at a time: a ping still stuck on a
+        wedged database makes the next one fail at once."""
+        if not self._ping_lock.acquire(blocking=False):
+            raise FailedPrecondition("the previous database probe has not returned")
+        try:
+            for attempt in (1, 2):  # a kept connection the server dropped: retry on a new one
+                if self._ping_conn is None:
+                    self._ping_conn = self.engine.connect()
+                try:
+                    self._ping_conn.exec_driver_sql("SELECT 1").scalar()
+                    self._ping_conn.rollback()
+                    return
+                except Exception:
+                    conn, self._ping_conn = self._ping_conn, None
+                    with contextlib.suppress(Exception):
+                        conn.invalidate()
+                    if attempt == 2:
+                        raise
+        finally:
+            self._ping_lock.release()
+
     def check_revisions(self) -> int:
         """The store-wide freshness check: one aggregate query over every organization's
         revision; the revisions themselves are re-read only when it moved (an import, a
@@ -337,6 +365,11 @@ class Store:
         """Release the connection pool; the Store is not usable afterwards."""
         if not self._closed.is_set():
             self._closed.set()
+            if self._ping_conn is not None and self._ping_lock.acquire(timeout=5):
+                with contextlib.suppress(Exception):
+                    self._ping_conn.close()
+                self._ping_conn = None
+                self._ping_lock.release()
             self._cache.invalidate()
             self.engine.dispose()
 

@@ -259,3 +259,21 @@ def test_a_stale_decision_runs_one_store_wide_check_for_all(open_: OpenStore) ->
         assert all(reader.cached(org) is firsts[org] for org in orgs)
     assert len([q for q in queries if "crm_users" in q]) == 0
     assert len([q for q in queries if q.lstrip().upper().startswith("SELECT")]) <= 2
+
+
+def test_ping_keeps_one_connection_and_survives_losing_it(open_: OpenStore) -> None:
+    """The health probe (issue 13: idle CPU): SELECT 1 on a kept connection, no pool
+    checkout or revision read per probe; a connection the server dropped is replaced."""
+    store = open_()
+    store.upgrade()
+    store.ping()
+    kept = store._ping_conn
+    with counting_queries(store) as queries:
+        store.ping()
+    assert store._ping_conn is kept and [q for q in queries if "SELECT" in q] == ["SELECT 1"]
+    assert kept is not None
+    kept.invalidate()  # as if the database had closed it
+    store.ping()  # reconnected, not an outage
+    store.close()
+    with pytest.raises(Exception):  # noqa: B017 (any driver error: the store is closed)
+        store.ping()
