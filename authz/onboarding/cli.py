@@ -46,6 +46,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_import(args: argparse.Namespace) -> int:
     folders: list[Path] = list(args.exports)
     if args.all:
+        if not EXAMPLES.is_dir():
+            print(f"error: --all reads {EXAMPLES}, which this installation does not have",
+                  file=sys.stderr)
+            return 2
         folders += sorted(p for p in EXAMPLES.iterdir() if p.is_dir())
     if not folders:
         print("error: name an export folder, or --all", file=sys.stderr)

@@ -13,8 +13,11 @@ import pytest
 from authz.v1 import authz_pb2 as pb
 from authz_client import AuthzClient, AuthzRpcError
 from tests.e2e.serverproc import REPO, ServerProc, run_authz
+from tests.e2e.test_ops import _import_request
 
-ACME = REPO / "authz/policies/orgs/acme-eu/tests/directory.yaml"
+# Tests that change a directory use initech-in, which no other test of the session server
+# reads (acme-eu's revision is asserted elsewhere).
+INITECH = REPO / "authz/policies/orgs/initech-in/tests/directory.yaml"
 
 
 def _globex(*extra_books: pb.FinanceUser) -> pb.ImportDirectoryRequest:
@@ -80,35 +83,33 @@ def test_unknown_fields_are_refused_not_dropped(server: ServerProc) -> None:
 
 
 def test_replace_removes_a_user(client: AuthzClient) -> None:
-    from tests.e2e.test_ops import _import_request
-
-    full = _import_request(ACME)
+    full = _import_request(INITECH)
     more = pb.ImportDirectoryRequest()
     more.CopyFrom(full)
-    more.crm_users.add(id="u-max", email="max@acme.example", name="Max Mohr")
-    more.books_users.add(user_id="b-max", email="max@acme.example", name="Max Mohr",
+    more.crm_users.add(id="u-max", email="max@initech.example", name="Max Mohr")
+    more.books_users.add(user_id="982000000000199", email="max@initech.example", name="Max Mohr",
                          role_id="staff")
     rev = client.import_directory(more)
-    r = client.check("acme-eu", "u-max", "view", "invoices", min_revision=rev)
-    assert r.allowed and r.identity.books_user_id == "b-max"
+    r = client.check("initech-in", "u-max", "view", "invoices", min_revision=rev)
+    assert r.allowed and r.identity.books_user_id == "982000000000199"
     assert client.import_directory(full) == rev  # upsert: Max stays
     full.replace = True
     removed = client.import_directory(full)
     assert removed == rev + 1
-    r = client.check("acme-eu", "u-max", "view", "invoices", min_revision=removed)
+    r = client.check("initech-in", "u-max", "view", "invoices", min_revision=removed)
     assert (r.allowed, r.reason) == (False, "user_unknown")
 
 
 def test_assigned_customers_decide_the_scope_of_a_scoped_user(client: AuthzClient) -> None:
-    req = pb.ImportDirectoryRequest(org_id="acme-eu")
-    req.crm_users.add(id="u-sia", email="sia@acme.example", name="Sia Kurz")
-    req.books_users.add(user_id="b-sia", email="sia@acme.example", name="Sia Kurz",
+    req = _import_request(INITECH)  # with its integration user: the organization is unified
+    req.crm_users.add(id="u-sia", email="sia@initech.example", name="Sia Kurz")
+    req.books_users.add(user_id="982000000000198", email="sia@initech.example", name="Sia Kurz",
                         role_id="staff_assigned", assigned_customers=["c-77", "c-78"])
     rev = client.import_directory(req)
 
     def check(**record: str) -> tuple[bool, str, str]:
         from authz_client import Record
-        r = client.check("acme-eu", "u-sia", "view", "invoices", record=Record(**record),
+        r = client.check("initech-in", "u-sia", "view", "invoices", record=Record(**record),
                          min_revision=rev)
         return r.allowed, r.reason, r.message
 
@@ -144,10 +145,10 @@ def test_directory_file_errors_name_file_line_and_nothing_is_imported(
 
 
 def test_directory_file_with_assigned_customers_imports(tmp_path: Path, db_url: str) -> None:
-    good = tmp_path / "acme.yaml"
-    good.write_text("org: acme-eu\n"
-                    "crm_users:\n  - {id: u-kai, email: kai@acme.example}\n"
-                    "books_users:\n  - {id: b-kai, email: kai@acme.example, role: staff_assigned,"
+    good = tmp_path / "initech.yaml"
+    good.write_text("org: initech-in\n"
+                    "crm_users:\n  - {id: u-kai, email: kai@initech.example}\n"
+                    "books_users:\n  - {id: '7', email: kai@initech.example, role: staff_assigned,"
                     " assigned_customers: [c-1, c-2]}\n")
     out = run_authz("directory", "import", "--db", db_url, str(good), check=False)
     assert out.returncode == 0, out.stderr
