@@ -25,6 +25,8 @@ from typing import Any
 
 from authz.decision import Channel, CheckRequest, Decision, Record
 from authz.directory import DirectorySnapshot
+from authz.directory_check import DirectoryPolicy
+from authz.directory_file import DirectoryFile
 from authz.directory_file import parse as parse_directory
 from authz.engine.decide import decide
 from authz.engine.index import Grant, OrgIndex, load_org
@@ -120,11 +122,14 @@ def _case(src: Source, i: int, problems: list[Problem], org_id: str) -> Case | N
     return Case(str(data["name"]), src.at(path), request, expect)
 
 
-def load_suites(org_dir: Path, display_root: Path, org_id: str
+def load_suites(org_dir: Path, display_root: Path, org_id: str,
+                policy: DirectoryPolicy | None = None
                 ) -> list[tuple[DirectorySnapshot, list[Case]]]:
-    """Read every `*.test.yaml` of an organization; raise PolicyError on bad files."""
+    """Read every `*.test.yaml` of an organization; raise PolicyError on bad files (and on
+    a directory that names roles or products the organization's `policy` does not have)."""
     problems: list[Problem] = []
     suites = []
+    directories: dict[Path, DirectoryFile | None] = {}  # suites share one: read it once
     for path in sorted((org_dir / "tests").glob("*.test.yaml")):
         try:
             src = load(path, path.relative_to(display_root).as_posix())
@@ -135,10 +140,15 @@ def load_suites(org_dir: Path, display_root: Path, org_id: str
             problems.append(Problem(src.at(()), "a test suite needs a 'tests' list"))
             continue
         dir_path = path.parent / str(src.data.get("directory", "directory.yaml"))
-        try:
-            dfile = parse_directory(load(dir_path, dir_path.relative_to(display_root).as_posix()))
-        except PolicyError as exc:
-            problems.extend(exc.problems)
+        if dir_path not in directories:
+            try:
+                directories[dir_path] = parse_directory(
+                    load(dir_path, dir_path.relative_to(display_root).as_posix()), policy)
+            except PolicyError as exc:
+                problems.extend(exc.problems)
+                directories[dir_path] = None
+        dfile = directories[dir_path]
+        if dfile is None:
             continue
         cases = [c for i in range(len(src.data["tests"]))
                  if (c := _case(src, i, problems, org_id)) is not None]
@@ -252,7 +262,8 @@ def run(tree: PolicyTree, root: Path) -> list[OrgResult]:
                 continue
             index = load_org(out, org.id)
             result = OrgResult(org.id)
-            for snap, cases in load_suites(org_dir, root, org.id):
+            policy = DirectoryPolicy.from_manifest(index.manifest)
+            for snap, cases in load_suites(org_dir, root, org.id, policy):
                 for case in cases:
                     try:
                         decision: Decision | AuthzError = decide(case.request, index, snap)

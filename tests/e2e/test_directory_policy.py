@@ -152,3 +152,29 @@ def test_directory_file_with_assigned_customers_imports(tmp_path: Path, db_url: 
                     " assigned_customers: [c-1, c-2]}\n")
     out = run_authz("directory", "import", "--db", db_url, str(good), check=False)
     assert out.returncode == 0, out.stderr
+
+
+def test_import_directory_over_the_quota_is_refused_and_nothing_imported(
+        client: AuthzClient, db_url: str) -> None:
+    """Issue 11 item 8: ImportDirectory enforced no quota. The operator lowers initech-in's
+    to its one integration user; a second one is refused, naming the field, and the
+    directory stays as it was."""
+    policy = str(REPO / "authz/policies/generated")
+
+    def quota(n: int) -> None:
+        run_authz("migrate", "quota", "--db", db_url, "--policy-dir", policy,
+                  "--org", "initech-in", "--set", str(n), "--operator", "test", "--reason", "t")
+
+    req = _import_request(INITECH)
+    before = client.import_directory(req)
+    quota(1)
+    try:
+        req.crm_users.add(id="u-zoe", email="zoe@initech.example", name="Zoe")
+        req.integration_users.add(crm_user_id="u-zoe", integration_user_id="iu-zoe")
+        err = _refused(client, req)
+        assert [v.field for v in err.violations] == ["integration_users"]
+        assert "quota of 1" in err.violations[0].description
+        r = client.check("initech-in", "u-zoe", "view", "invoices", min_revision=before)
+        assert (r.directory_revision, r.reason) == (before, "user_unknown")  # nothing imported
+    finally:
+        quota(1000)

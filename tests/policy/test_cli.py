@@ -65,3 +65,13 @@ def test_diff_against_a_git_revision() -> None:
     assert result.returncode == 0, result.stderr
     bad = authz("policy", "diff", "no-such-revision")
     assert bad.returncode == 2 and "neither a folder nor a git revision" in bad.stderr
+
+
+def test_a_test_directory_naming_an_unknown_role_is_an_error_at_its_line(
+        policy_root: Path) -> None:
+    edit(policy_root / "orgs/acme-eu/tests/directory.yaml", "role: sales_rep}", "role: sales_repp}")
+    result = authz("policy", "test", "--root", str(policy_root), "--org", "acme-eu")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "orgs/acme-eu/tests/directory.yaml:20:59: books user b-sam (sam@acme.example): " \
+        "unknown books role (found 'sales_repp'" in result.stderr
+    assert "1 problem(s)" in result.stderr  # once, though five suites read the directory
