@@ -52,9 +52,12 @@ class Stats:
 
 @dataclass(slots=True)
 class _Item:
+    """A question waiting for its answer: a thread's concurrent Future, or (asyncio) the
+    loop's own Future, so that answering it needs no cross-thread wake-up."""
+
     query: CheckQuery
     timeout: float | None
-    future: Future[CheckResult] = field(default_factory=Future)
+    future: Future[CheckResult] | asyncio.Future[CheckResult] = field(default_factory=Future)
 
 
 def _widest(timeouts: Sequence[float | None]) -> float | None:
@@ -117,6 +120,7 @@ class Coalescer:
                     self._busy -= 1
         if lead:
             self._lead()
+        assert isinstance(item.future, Future)
         return item.future.result()
 
     def _alone(self, q: CheckQuery, timeout: float | None) -> CheckResult:
@@ -177,7 +181,8 @@ class AsyncCoalescer:
             self.stats.checks += 1
             return await self._one(q, timeout)
         loop = asyncio.get_running_loop()
-        item = _Item(q, timeout)
+        future: asyncio.Future[CheckResult] = loop.create_future()
+        item = _Item(q, timeout, future)
         self._pending.append(item)
         if len(self._pending) >= self.settings.max_items:
             self._flush()
@@ -186,7 +191,7 @@ class AsyncCoalescer:
             # little for more.
             self._timer = (loop.call_soon(self._flush) if self._busy == 0
                            else loop.call_later(self.settings.max_wait, self._flush))
-        return await asyncio.wrap_future(item.future)
+        return await future
 
     def _flush(self) -> None:
         if self._timer is not None:
