@@ -5,8 +5,9 @@
 // are the contract, so a Node service always speaks the API version it was built with.
 //
 //   node check.js --server 127.0.0.1:50051 --org acme-eu --user u-sam \
-//     --action view --module invoices [--total 20000] [--write-field discount]
-//   node check.js ... --attribute [--record-id inv-1]    (who to act as: Attribute)
+//     --action view --module invoices [--product books] [--total 20000] [--write-field discount]
+//   node check.js ... --attribute [--record-id inv-1]    (who to act as: Attribute; name the
+//     --product where the module is in both products and the user in both)
 //
 // Prints the decision (or attribution) as JSON; exit code 0 allowed, 1 denied, 2 request
 // refused, 3 no server answered (as `authz check`). A refusal prints the status code and
@@ -72,6 +73,7 @@ function main() {
       user: { type: "string" },
       action: { type: "string" },
       module: { type: "string" },
+      product: { type: "string", default: "" },
       total: { type: "string" },
       "write-field": { type: "string", multiple: true, default: [] },
       deadline: { type: "string", default: "5" },
@@ -86,6 +88,7 @@ function main() {
     user: values.user,
     action: values.action,
     module: values.module,
+    product: values.product,
     write_fields: values["write-field"],
   };
   if (values.total !== undefined) {
@@ -117,8 +120,8 @@ function main() {
     process.exitCode = values.attribute || response.decision === "DECISION_ALLOW" ? 0 : 1;
   };
   if (values.attribute) {
-    const { org_id, user, action, module } = request;
-    client.Attribute({ org_id, user, action, module, record_id: values["record-id"] },
+    const { org_id, user, action, module, product } = request;
+    client.Attribute({ org_id, user, action, module, product, record_id: values["record-id"] },
       { deadline }, done);
   } else {
     client.Check(request, { deadline }, done);

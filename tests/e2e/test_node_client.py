@@ -99,3 +99,7 @@ def test_node_attribute_error_info(node_example: str, server: ServerProc) -> Non
                "--module", "invoices", "--attribute")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["identity"]["integration_user_id"] == "iu-ivy"
+    done = run(node_example, server, "--user", "u-sam", "--action", "view",  # per product
+               "--module", "invoices", "--product", "subscriptions", "--attribute")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["act_as"] == "s-sam"
