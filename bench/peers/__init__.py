@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 
 from authz.engine.decide import decide
+from authz.errors import InvalidArgument
 from authz.v1 import authz_pb2 as pb
 from bench import orgs
 from bench import server as srv
@@ -73,12 +74,13 @@ def agreement(world: World, authz_addr: str, cerbos_addr: str, n: int) -> dict[s
         check = a.unary_unary(CHECK, response_deserializer=pb.CheckResponse.FromString)
         ask = c.unary_unary(cerbos.METHOD,
                             response_deserializer=cpb.CheckResourcesResponse.FromString)
-        answers = [(r, check(o, timeout=10).decision == pb.DECISION_ALLOW, t)
-                   for r, o, t in zip(reqs, ours, theirs, strict=True)]
+        answers = [(r, _allowed(lambda o=o: check(o, timeout=10).decision == pb.DECISION_ALLOW),
+                    t) for r, o, t in zip(reqs, ours, theirs, strict=True)]
         for r in examples:
-            d = decide(r, world.indexes[r.org_id], world.snapshots[r.org_id])
+            allowed = _allowed(lambda r=r: decide(r, world.indexes[r.org_id],
+                                                  world.snapshots[r.org_id]).allowed)
             principal, res, action = cerbos_question(world, r)
-            answers.append((r, d.allowed,
+            answers.append((r, allowed,
                             cerbos.request(cpb, principal, [(res, action)]).SerializeToString()))
         for r, allowed, payload in answers:
             effect = ask(payload, timeout=10).results[0].actions[cerbos_policy.action(r)]
@@ -89,6 +91,19 @@ def agreement(world: World, authz_addr: str, cerbos_addr: str, n: int) -> dict[s
                 diffs.append(f"{r} authz allowed={allowed} cerbos effect={effect}")
     return {"asked": asked, "agreed": agreed, "examples_asked": len(examples),
             "disagreements": diffs, "modelled_differences": list(cerbos_policy.DIFFERENCES)}
+
+
+def _allowed(ask: Any) -> bool:
+    """authz's answer as allowed or not: a refused question (INVALID_ARGUMENT, e.g. an
+    approval rule reads a total the request lacks) is not allowed."""
+    try:
+        return bool(ask())
+    except InvalidArgument:
+        return False
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.INVALID_ARGUMENT:  # type: ignore[attr-defined]
+            raise
+        return False
 
 
 def _batch_jobs(world: World, authz_addr: str, cerbos_addr: str) -> dict[str, Any]:

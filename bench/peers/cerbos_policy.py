@@ -27,6 +27,7 @@ from typing import Any
 from authz import catalog
 from authz.decision import CheckRequest
 from authz.directory import DirectorySnapshot
+from authz.engine.decide import own_identities
 from authz.engine.identity import resolve
 from authz.engine.index import FlowInfo, OrgIndex
 from authz.policy.compiler import INTEGRATION_ROLE, approver_key, user_subject
@@ -39,7 +40,8 @@ DIFFERENCES = (
     "several roles at once (a user in two products): Cerbos allows when any one role's rule "
     "allows, with that role's field masks; authz merges masks over all roles first",
     "Cerbos answers allow/deny per action; authz's reasons, masks and approval obligations "
-    "are not compared",
+    "are not compared; a question authz refuses (INVALID_ARGUMENT: an approval rule reads a "
+    "total the request lacks) counts as not allowed, and Cerbos denies it",
 )
 _UNAPPROVED = sorted({"", *catalog.UNAPPROVED_STATES})
 
@@ -83,15 +85,19 @@ def _flow_match(flow: FlowInfo) -> str:
     return "(" + " && ".join(parts) + ")"
 
 
-def _approver(idx: OrgIndex, role: str, product: str, module: str, flow: FlowInfo) -> str:
+def _approver(idx: OrgIndex, role: str, product: str, module: str, action: str,
+              flow: FlowInfo) -> str:
+    """A named approver of the record's level (by e-mail or product user id), or a role
+    that approves the level and grants the action."""
     if flow.outcome != "levels":
         return "false"
+    grant = idx.grants.get((product, module, action), {}).get(role)
     alts = []
     for level in range(1, flow.levels + 1):
         roles, users = idx.level_approvers(product, module, flow.id, level)
         who = []
-        if role in roles:
-            who.append("true")
+        if role in roles and grant is not None:
+            who.append(" && ".join(_grant_cond(grant)) or "true")
         if users:  # named by e-mail or by their user id in the product
             who.append("P.attr.subjects.exists(s, s in "
                        + _list([user_subject(u) for u in users]) + ")")
@@ -134,7 +140,7 @@ def _condition(idx: OrgIndex, role: str, product: str, module: str, action: str,
             chain = "false"
             for flow in reversed(approval.flows):
                 chain = (f"({_flow_match(flow)} ? "
-                         f"{_approver(idx, role, product, module, flow)} : {chain})")
+                         f"{_approver(idx, role, product, module, action, flow)} : {chain})")
             conds.append(chain)
     elif action in catalog.APPROVAL_ACTIONS:
         return None
@@ -143,6 +149,12 @@ def _condition(idx: OrgIndex, role: str, product: str, module: str, action: str,
 
 def _negate(conds: list[str]) -> list[str]:
     return [f"!{c}" if c.startswith("(") else f"!({c})" for c in conds]
+
+
+def _needs_total(approval: Any) -> bool:
+    """Whether choosing the record's approval rule reads its total (a rule with criteria
+    comes before any rule without): authz then refuses a question that lacks it."""
+    return bool(approval.flows) and bool(approval.flows[0].has_criteria)
 
 
 def _located(product: str) -> str:
@@ -169,10 +181,15 @@ def _denials(idx: OrgIndex) -> list[dict[str, Any]]:
         if blocked:
             out.append(_deny(blocked, ["*"], "V.unapproved"))
         not_pending = 'R.attr.status != "pending_approval"'
-        if not idx.allow_self_approval:
-            not_pending += " || R.attr.created_by == P.id"
+        if not idx.allow_self_approval:  # "one's own": any identity of the user, any case
+            not_pending += " || R.attr.created_by.lowerAscii() in P.attr.own"
         out.append(_deny(sorted(f"{module}:{a}" for a in catalog.APPROVAL_ACTIONS), ["*"],
                          not_pending))
+        if _needs_total(approval):  # refused (INVALID_ARGUMENT) rather than decided: never allow
+            out.append(_deny(sorted(f"{module}:{a}" for a in catalog.WRITE_ACTIONS), ["*"],
+                             "V.unapproved && !has(R.attr.total)"))
+            out.append(_deny([f"{module}:approve", f"{module}:reject"], ["*"],
+                             "!has(R.attr.total)"))
     for (product, module), per_field in sorted(idx.fields.items()):
         if product not in idx.products:
             continue
@@ -264,6 +281,7 @@ def principal(idx: OrgIndex, snap: DirectorySnapshot, req: CheckRequest) -> dict
             customers |= fin.assigned_customers
     attr["subjects"] = subjects
     attr["customers"] = sorted(customers)
+    attr["own"] = sorted(own_identities(r.identity, r.crm, snap))
     return {"id": pid, "roles": list(r.identity.roles), "attr": attr}
 
 
