@@ -150,6 +150,11 @@ def _identity(ident: Identity) -> pb.Identity:
     )
 
 
+def reason_number(reason: Reason) -> int:
+    """The wire value of a decision's reason."""
+    return int(_REASONS[reason])
+
+
 def check_response(d: Decision, decided_at: datetime | None = None,
                    stamp: Timestamp | None = None,
                    identities: dict[int, tuple[Identity, pb.Identity]] | None = None

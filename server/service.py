@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import Executor, Future
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -36,6 +37,7 @@ from .audit_rpc import AuditRpc, abort_denied, abort_unavailable, call_deadline,
 from .callers import current_caller
 from .config import Config
 from .logs import event
+from .tally import BATCH_COUNTS
 
 log = logging.getLogger("authz.server")
 T = TypeVar("T")
@@ -119,9 +121,11 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
             await _abort(context, InvalidArgument(
                 "requests", f"{n} items; at most {self.max_batch} per batch"))
         try:
-            out, recorded, errors = await self._run(self._batch, engine, audit, request,
-                                                    current_caller.get().name,
-                                                    call_deadline(context, audit.longest_wait))
+            counts: Counter[tuple[bool, int]] = Counter()
+            out, recorded, errors = await self._run(
+                self._batch, engine, audit, request, current_caller.get().name,
+                call_deadline(context, audit.longest_wait), counts)
+            BATCH_COUNTS.set(counts)  # the gate counts the decisions from these (metrics)
         except AuditUnavailable as exc:
             await abort_unavailable(context, exc)
         await audit.confirm(recorded, context)
@@ -130,10 +134,12 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
 
     @staticmethod
     def _batch(engine: Engine, audit: AuditRpc, request: pb.CheckBatchRequest, caller: str,
-               deadline: float | None = None) -> tuple[pb.CheckBatchResponse, Future[None], int]:
+               deadline: float | None = None, counts: Counter[tuple[bool, int]] | None = None
+               ) -> tuple[pb.CheckBatchResponse, Future[None], int]:
         """A whole CheckBatch in one worker-thread hop: convert, decide (snapshots fetched
         once per organization), answer, then queue the audit entries; returns the answer,
-        the recording future and the number of items in error."""
+        the recording future and the number of items in error. `counts` gets the decisions
+        by (allowed, reason) for the metrics (counted here, not by reading answers back)."""
         # Invalid items keep their slot: convert errors are collected, the rest decided.
         parsed: list[CheckRequest | AuthzError] = []
         for i, item in enumerate(request.requests):
@@ -149,6 +155,8 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
         add = out.results.add
         errors = 0
         identities: dict[int, tuple[Identity, pb.Identity]] = {}
+        if counts is None:
+            counts = Counter()
         for i, p in enumerate(parsed):
             result = p if isinstance(p, AuthzError) else next(decided)
             if isinstance(result, InvalidArgument) and not result.field.startswith("requests["):
@@ -159,6 +167,7 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
             else:
                 add(response=convert.check_response(result, stamp=stamp,
                                                     identities=identities))
+                counts[(result.allowed, convert.reason_number(result.reason))] += 1
         return out, audit.record_many(valid, decisions, caller, deadline), errors
 
     async def Attribute(self, request: pb.AttributeRequest,

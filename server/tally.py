@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextvars
 import threading
 from collections import Counter
 from typing import Any
@@ -22,6 +23,10 @@ from authz.v1 import authz_pb2 as pb
 from . import metrics
 
 FLUSH_EVERY = 1.0  # seconds
+#: A CheckBatch's decisions by (allowed, reason): set by the servicer as it answers, read
+#: by the gate (the same task), so 1,000 answers are not read back to be counted.
+BATCH_COUNTS: contextvars.ContextVar[Counter[tuple[bool, int]] | None] = contextvars.ContextVar(
+    "authz_batch_counts", default=None)
 _BOUNDS = metrics._LATENCY_BUCKETS
 #: reason enum value -> the label metrics use ("granted", "not_migrated", ...)
 _REASONS = {v.number: v.name.removeprefix("REASON_").lower()
