@@ -62,7 +62,7 @@ test: proto-check proto-lint policy-check lint typecheck pytest
 serve: $(STAMP)
 	mkdir -p var
 	$(AUTHZ) db upgrade --db $(DB_URL)
-	$(AUTHZ) directory import --db $(DB_URL) authz/policies/orgs/acme-eu/tests/directory.yaml
+	$(AUTHZ) directory import --db $(DB_URL) --policy-dir $(POLICY_DIR) authz/policies/orgs/acme-eu/tests/directory.yaml
 	$(AUTHZ) serve --db $(DB_URL) --policy-dir $(POLICY_DIR) --listen 127.0.0.1:$(PORT) --http-listen 127.0.0.1:$(HTTP_PORT)
 
 bench: $(STAMP)
