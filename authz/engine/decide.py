@@ -30,6 +30,7 @@ from authz.decision import (
     Record,
 )
 from authz.directory import CrmUser, DirectorySnapshot, FinanceUser
+from authz.engine.explain import sources as explain_sources
 from authz.engine.identity import resolve_cached
 from authz.engine.index import FlowInfo, ModuleApprovalInfo, OrgIndex
 from authz.engine.mode import legacy_reason
@@ -153,6 +154,13 @@ class _Ctx:
         self.granted_by = ""  # what allowed it, when not a plain role grant (approvals)
 
     def done(self, allowed: bool, reason: Reason, message: str, **extra: object) -> Decision:
+        d = self._decision(allowed, reason, message, **extra)
+        if self.req.explain and self.org.sources:  # the YAML behind it, granted or refused
+            d.matched_rules = (*d.matched_rules, *explain_sources(self.req, d, self.org))
+        return d
+
+    def _decision(self, allowed: bool, reason: Reason, message: str, **extra: object
+                  ) -> Decision:
         return Decision(
             allowed=allowed,
             reason=reason,

@@ -9,6 +9,7 @@ the same questions with a few dict lookups, whatever the organization's size.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from casbin.persist.adapters import FileAdapter
 
 from authz import catalog
 from authz.policy import integrity
-from authz.policy.compiler import MODEL_CONF, user_subject
+from authz.policy.compiler import MAP_SUFFIX, MODEL_CONF, user_subject
 
 _ACCESS_RANK = {a: i for i, a in enumerate(catalog.FIELD_ACCESS)}
 
@@ -112,6 +113,8 @@ class OrgIndex:
     )
     # roles -> how decisions name them ("role Staff (books)"), filled by decide
     labels: dict[tuple[str, ...], str] = field(default_factory=dict)
+    # where compiled rows came from (compiler.source_map), for explain; empty when absent
+    sources: dict[str, Any] = field(default_factory=dict)
 
     def roles_of(self, roles: tuple[str, ...]) -> tuple[str, ...]:
         """Expand a user's direct roles through the role graph."""
@@ -322,4 +325,7 @@ def load_org(generated: Path, org_id: str) -> OrgIndex:
     idx = build_index(enforcer, files.manifest)
     integrity.check_tables(org_id, str(csv_path), files.manifest, idx.fields,
                            idx.approvers, idx.blocked)
+    mapped = files.extra.get(f"{org_id}{MAP_SUFFIX}")
+    if mapped:
+        idx.sources = json.loads(mapped)
     return idx

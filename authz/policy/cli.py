@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from authz.policy import compiler, testing
+from authz.decision import Decision
+from authz.policy import compiler, report, testing
 from authz.policy.diff import diff_specs
 from authz.policy.errors import PolicyError
 from authz.policy.sources import read_tree
@@ -42,6 +43,13 @@ def register(sub: Any) -> None:
     root_arg(p)
     p.add_argument("--org", action="append", help="only this organization (repeatable)")
     p.add_argument("-v", "--verbose", action="store_true", help="list every case and gap")
+    p.add_argument("--junit", type=Path, metavar="FILE",
+                   help="also write the results as JUnit XML (one testcase per case)")
+    p.add_argument("--json", action="store_true",
+                   help="print the results as JSON instead of text")
+    p.add_argument("--explain", action="store_true",
+                   help="for each case, the source YAML file:line of the rule that granted or "
+                        "refused")
     p.set_defaults(func=cmd_test)
 
     p = psub.add_parser("verify", help="verify compiled policy against its seals, as every "
@@ -55,14 +63,20 @@ def register(sub: Any) -> None:
     p.add_argument("a", help="policy root folder or git revision (before)")
     p.add_argument("b", nargs="?", default=None,
                    help="policy root folder or git revision (after; default: the working tree)")
+    p.add_argument("--exit-code", action="store_true",
+                   help="exit 1 when decisions change (as `git diff --exit-code`), 0 when not")
     p.set_defaults(func=cmd_diff)
 
 
 def _fail(exc: PolicyError, root: Path) -> int:
     """Report located problems with paths a terminal or editor can open."""
-    for problem in exc.problems:
+    for problem in exc.roots:
         print(f"error: {root / str(problem)}", file=sys.stderr)
-    print(f"{len(exc.problems)} problem(s); nothing written", file=sys.stderr)
+    if exc.consequences:
+        files = sorted({p.where.file for p in exc.consequences})
+        print(f"note: {len(exc.consequences)} unknown reference(s) in {', '.join(files)} "
+              "likely follow from the error(s) above; fix those first", file=sys.stderr)
+    print(f"{len(exc.roots)} problem(s); nothing written", file=sys.stderr)
     return 2
 
 
@@ -124,8 +138,19 @@ def cmd_test(args: argparse.Namespace) -> int:
         return _fail(exc, args.root)
     passed = sum(r.passed for r in results)
     failed = sum(len(r.failures) for r in results)
+    explained = explain_all(results) if args.explain else None
+    if args.junit:
+        args.junit.write_bytes(report.as_junit(results, args.root))
+    if args.json:
+        sys.stdout.write(report.as_json(results, args.root, explained))
+        return 1 if failed else 0
     for r in results:
         print(f"organization {r.org_id}: {r.passed} passed, {len(r.failures)} failed")
+        for o in r.outcomes if explained is not None else ():
+            print(f"  {'ok  ' if not o.problems else 'FAIL'} {args.root / str(o.case.where)}: "
+                  f"{o.case.name}")
+            for line in (explained or {}).get(id(o), []):
+                print(f"       {line}")
         for f in r.failures:
             print(f"  FAIL {args.root / str(f.case.where)}: {f.case.name}")
             for problem in f.problems:
@@ -139,6 +164,17 @@ def cmd_test(args: argparse.Namespace) -> int:
                 print(f"    {item}")
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def explain_all(results: list[testing.OrgResult]) -> dict[int, list[str]]:
+    """Each case's sources (by id of its outcome): where the deciding rule is written."""
+    out: dict[int, list[str]] = {}
+    for r in results:
+        for o in r.outcomes:
+            d = o.decision
+            out[id(o)] = ([line for line in d.matched_rules if line.startswith("source:")]
+                          if isinstance(d, Decision) else [f"refused: {d}"])
+    return out
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -174,4 +210,4 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print("no change in decisions")
     for line in lines:
         print(line)
-    return 0
+    return 1 if lines and args.exit_code else 0

@@ -89,11 +89,44 @@ class CompiledOrg:
     csv: bytes
     manifest: bytes
     seal: bytes
+    source_map: bytes = b""
 
     def files(self) -> dict[str, bytes]:
         """The organization's generated files, by path relative to the generated folder."""
-        return {f"orgs/{self.org_id}.csv": self.csv, f"orgs/{self.org_id}.json": self.manifest,
-                f"orgs/{self.org_id}{SEAL_SUFFIX}": self.seal}
+        out = {f"orgs/{self.org_id}.csv": self.csv, f"orgs/{self.org_id}.json": self.manifest,
+               f"orgs/{self.org_id}{SEAL_SUFFIX}": self.seal}
+        if self.source_map:
+            out[f"orgs/{self.org_id}{MAP_SUFFIX}"] = self.source_map
+        return out
+
+
+MAP_SUFFIX = ".sources"  # JSON; not ".json": org discovery globs the manifests
+"""Beside each organization: where each compiled rule came from (`source_map`)."""
+
+
+def _at(where: object) -> str:
+    """A Location as `file:line` (the column is noise for a person reading a rule)."""
+    text = str(where)
+    return text.rsplit(":", 1)[0] if text.count(":") >= 2 else text
+
+
+def source_map(org: Organization, tree: PolicyTree) -> dict[str, Any]:
+    """Compiled rows back to the YAML that wrote them, for `explain`: roles and each role's
+    grant on a module, field rules, approval settings and rules, the organization's own
+    settings, the integration-user set. Not part of the revision (a comment moving a line
+    changes no decision)."""
+    integ = next((f for f in tree.shared_files if "integration" in f), "")
+    return {
+        "organization": org.files[0] if org.files else "",
+        "integration": integ,
+        "roles": {r.key: _at(r.where) for r in org.roles},
+        "grants": {f"{r.key} {r.product}/{m}": _at(w) for r in org.roles
+                   for m, w in r.grants_where.items()},
+        "fields": {f"{f.product}/{f.module}/{f.field}": _at(f.where) for f in org.fields},
+        "approvals": {f"{a.product}/{a.module}": _at(a.where) for a in org.approvals},
+        "rules": {f"{a.product}/{a.module}/{fl.id}": _at(fl.where) for a in org.approvals
+                  for fl in a.flows},
+    }
 
 
 def _grant_lines(org: Organization, tree: PolicyTree) -> Iterator[list[str]]:
@@ -217,8 +250,10 @@ def compile_org(org: Organization, tree: PolicyTree) -> CompiledOrg:
     full = {"revision": revision, "sources": sources, **settings}
     text = json.dumps(full, indent=2, sort_keys=False) + "\n"
     csv, manifest = (header + body).encode(), text.encode()
+    mapped = (json.dumps(source_map(org, tree), indent=1, sort_keys=True) + "\n").encode()
+    extra = {f"{org.id}{MAP_SUFFIX}": mapped}
     return CompiledOrg(org.id, revision, csv, manifest,
-                       seal(org.id, revision, MODEL_CONF, csv, manifest))
+                       seal(org.id, revision, MODEL_CONF, csv, manifest, extra), mapped)
 
 
 def render(tree: PolicyTree, progress: Callable[[int, int], None] | None = None) -> dict[str, bytes]:

@@ -71,9 +71,11 @@ def row_counts(csv_text: str) -> dict[str, int]:
     return {k: counts.get(k, 0) for k in ROW_KINDS}
 
 
-def seal(org_id: str, revision: str, model: str, csv: bytes, manifest: bytes) -> bytes:
-    """The seal of one compiled organization (deterministic bytes)."""
-    body = {
+def seal(org_id: str, revision: str, model: str, csv: bytes, manifest: bytes,
+         extra: Mapping[str, bytes] | None = None) -> bytes:
+    """The seal of one compiled organization (deterministic bytes); `extra`: other files
+    of the organization by name (the source map), verified as the others are."""
+    body: dict[str, Any] = {
         "format": SEAL_FORMAT,
         "org_id": org_id,
         "revision": revision,
@@ -82,6 +84,8 @@ def seal(org_id: str, revision: str, model: str, csv: bytes, manifest: bytes) ->
             f"{org_id}.csv": {"sha256": _digest(csv), "bytes": len(csv),
                               "rows": row_counts(csv.decode())},
             f"{org_id}.json": {"sha256": _digest(manifest), "bytes": len(manifest)},
+            **{name: {"sha256": _digest(data), "bytes": len(data)}
+               for name, data in sorted((extra or {}).items())},
         },
     }
     return (json.dumps(body, indent=2) + "\n").encode()
@@ -96,6 +100,7 @@ class Verified:
     csv_text: str
     manifest: dict[str, Any]
     rows: dict[str, int]
+    extra: dict[str, bytes]  # other sealed files by name (the source map)
 
 
 def _read(org_id: str, path: Path) -> bytes:
@@ -181,7 +186,16 @@ def verify(orgs_dir: Path, org_id: str, model: str) -> Verified:
     if not isinstance(rows, dict) or row_counts(csv_text) != rows:
         raise PolicyIntegrityError(org_id, str(csv_path), f"rows per kind {row_counts(csv_text)}, "
                                    f"the seal says {rows}")
-    return Verified(org_id, revision, csv_text, manifest, rows)
+    extra: dict[str, bytes] = {}
+    for name, want in files.items():
+        if name in (csv_path.name, json_path.name):
+            continue
+        if not isinstance(want, dict) or "/" in name or name.startswith("."):
+            raise PolicyIntegrityError(org_id, str(seal_path), f"seal names {name!r}")
+        data = _read(org_id, orgs_dir / name)
+        _check_file(org_id, orgs_dir / name, data, want)
+        extra[name] = data
+    return Verified(org_id, revision, csv_text, manifest, rows, extra)
 
 
 def check_loaded(org_id: str, path: str, rows: Mapping[str, int],

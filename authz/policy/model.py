@@ -27,6 +27,7 @@ class Role:
     predefined: bool
     grants: dict[str, tuple[str, ...]]  # module -> actions, both in catalogue order
     where: Location
+    grants_where: dict[str, Location] = field(default_factory=dict)  # module -> its entry
 
     @property
     def key(self) -> str:

@@ -68,10 +68,14 @@ def _read_roles(r: Reader, product: str, path: Path_, predefined: bool) -> list[
             if m not in modules:
                 r.fail((*rp, "exclude_modules", j), f"unknown {product} module", m, one_of(modules))
         grants: dict[str, list[str]] = {}
+        grants_where: dict[str, Location] = {}
         perms = r.mapping((*rp, "permissions"))
         for module, actions in perms.items():
             pp = (*rp, "permissions", module)
             targets = [m for m in modules if m not in exclude] if module == "*" else [module]
+            for m in targets:  # a module's own entry wins over "*"
+                if module != "*" or m not in grants_where:
+                    grants_where[m] = r.src.at(pp)
             if module != "*" and module not in modules:
                 r.fail(pp, f"unknown {product} module", module, one_of(modules))
                 continue
@@ -102,7 +106,7 @@ def _read_roles(r: Reader, product: str, path: Path_, predefined: bool) -> list[
             for m, acts in sorted(grants.items(), key=lambda kv: modules.index(kv[0]))
         }
         roles.append(Role(product, rid, name, cast(Any, scope), protected, admin, predefined,
-                          ordered, r.src.at(rp)))
+                          ordered, r.src.at(rp), grants_where))
     return roles
 
 

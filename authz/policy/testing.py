@@ -69,10 +69,21 @@ class Coverage:
 
 
 @dataclass(slots=True)
+class Outcome:
+    """One case as it ran: the decision (or refusal) and what did not match."""
+
+    case: Case
+    decision: Decision | AuthzError
+    problems: list[str]
+
+
+@dataclass(slots=True)
 class OrgResult:
     org_id: str
     passed: int = 0
     failures: list[Failure] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)  # every case, in file order
+    index: OrgIndex | None = None  # the compiled policy the cases ran against
     coverage: Coverage = field(default_factory=Coverage)
     uncovered: dict[str, list[str]] = field(default_factory=dict)
 
@@ -261,7 +272,7 @@ def run(tree: PolicyTree, root: Path) -> list[OrgResult]:
             if not (org_dir / "tests").is_dir():
                 continue
             index = load_org(out, org.id)
-            result = OrgResult(org.id)
+            result = OrgResult(org.id, index=index)
             policy = DirectoryPolicy.from_manifest(index.manifest)
             for snap, cases in load_suites(org_dir, root, org.id, policy):
                 for case in cases:
@@ -270,6 +281,7 @@ def run(tree: PolicyTree, root: Path) -> list[OrgResult]:
                     except AuthzError as exc:
                         decision = exc
                     problems = _compare(decision, case.expect)
+                    result.outcomes.append(Outcome(case, decision, problems))
                     _record_coverage(result.coverage, case, decision)
                     if problems:
                         result.failures.append(Failure(case, problems))
