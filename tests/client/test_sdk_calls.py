@@ -16,6 +16,7 @@ from authz_client import (
     AuthzClient,
     AuthzRpcError,
     AuthzUnavailable,
+    Record,
 )
 from tests.e2e.serverproc import ServerProc, free_port, seed, start_server
 
@@ -42,7 +43,8 @@ def test_default_deadline_outlasts_the_servers_revision_wait(server: ServerProc)
 
 def test_attribute_and_list_filter_are_typed(server: ServerProc) -> None:
     with AuthzClient(server.address) as c:
-        d = c.check(ORG, "u-sam", "create", "invoices")
+        d = c.check(ORG, "u-sam", "create", "invoices",
+                    record=Record(total=500.0))  # its approval rule reads the total
         a = c.attribute(ORG, "u-sam", "create", "invoices", record_id="inv-1",
                         decision_id=d.decision_id)
         assert (a.mode, a.act_as, a.identity.kind) == ("unified", "b-sam", "finance_user")

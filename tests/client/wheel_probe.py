@@ -9,7 +9,7 @@ import json
 import sys
 
 import authz_client
-from authz_client import AsyncAuthzClient, AuthzClient, AuthzRpcError, query
+from authz_client import AsyncAuthzClient, AuthzClient, AuthzRpcError, Record, query
 
 
 def main(address: str) -> None:
@@ -26,7 +26,8 @@ def main(address: str) -> None:
         many = c.check_many([query("acme-eu", "u-sam", "view", "invoices"),
                              query("acme-eu", "u-sam", "juggle", "invoices")])
         out["check_many"] = [type(x).__name__ for x in many]
-        made = c.check("acme-eu", "u-sam", "create", "invoices")
+        made = c.check("acme-eu", "u-sam", "create", "invoices",
+                       record=Record(total=500.0))  # its approval rule reads the total
         a = c.attribute("acme-eu", "u-sam", "create", "invoices", decision_id=made.decision_id)
         out["attribute"] = [a.mode, a.act_as, a.decision_id == made.decision_id]
         f = c.list_filter("acme-eu", "u-sam", "invoices")

@@ -109,19 +109,22 @@ def _poison_postgres(url: str) -> None:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def faulty_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerProc]:
-    """A strict-audit server whose store refuses every audit row with text of its own."""
+    """A strict-audit server whose store refuses every audit row with text of its own (the
+    queue pipeline: each call waits for the store's commit; on the log pipeline a call waits
+    for the local log only, and the store's refusals reach the shipper, never a caller)."""
+    queue = {"AUTHZ_AUDIT_PIPELINE": "queue"}
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'authz.db'}"
         seed(url)
         _poison_sqlite(url)
-        server = start_server(tmp_path, url, "--audit-mode", "strict", http=True)
+        server = start_server(tmp_path, url, "--audit-mode", "strict", http=True, env=queue)
         yield server
         server.stop()
         return
     with fresh_postgres_schema() as url:
         seed(url)
         _poison_postgres(url)
-        server = start_server(tmp_path, url, "--audit-mode", "strict", http=True)
+        server = start_server(tmp_path, url, "--audit-mode", "strict", http=True, env=queue)
         yield server
         server.stop()
 
