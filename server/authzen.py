@@ -109,6 +109,7 @@ class AuthzenApi:
                  executor: Executor) -> None:
         self.cfg, self.service, self.auth, self.executor = cfg, service, auth, executor
         self.inflight: InFlight | None = None  # shared with the gRPC gate (app.Server.start)
+        self.calls = 0  # POSTs in progress, against max_calls
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -149,9 +150,11 @@ class AuthzenApi:
             else "unrouted"
         # The request's waits (min_revision) end when it does: no thread outlives it.
         budget = start_budget(None)
-        held = 0
+        held, counted = 0, False
         try:
             held = self._hold(request)
+            counted = request.method == "POST"
+            self.calls += counted  # on the loop: no lock needed
             response = await handler(request)
         except HttpError as exc:
             response = web.json_response(exc.body(), status=exc.status)
@@ -172,6 +175,7 @@ class AuthzenApi:
             budget.cancel()
             if held and self.inflight is not None:
                 self.inflight.give(held)
+            self.calls -= counted
         request_id = request.headers.get("X-Request-ID")
         if request_id is not None:
             response.headers["X-Request-ID"] = request_id
@@ -179,9 +183,15 @@ class AuthzenApi:
         return response
 
     def _hold(self, request: web.Request) -> int:
-        """Take the body's bytes from the process's in-flight budget (the gRPC port's
-        too, server/resources.py) before reading it; 429 when it does not fit."""
-        if self.inflight is None or request.method != "POST":
+        """Count the call against `max_calls` and take the body's bytes from the process's
+        in-flight budget (the gRPC port's too, server/resources.py) before reading it;
+        429 RESOURCE_EXHAUSTED when either is full."""
+        if request.method != "POST":
+            return 0
+        if self.calls >= self.cfg.max_calls:
+            raise HttpError(429, "RESOURCE_EXHAUSTED", f"the server has {self.cfg.max_calls} "
+                            "calls in progress on this port; retry shortly")
+        if self.inflight is None:
             return 0
         size = request.content_length
         size = self.cfg.max_message_bytes if size is None else min(size, self.cfg.max_message_bytes)

@@ -8,7 +8,7 @@ retry) instead of the process running out of file descriptors or memory:
   new connection is closed at once, the listener keeps accepting), with the process's
   file-descriptor limit raised to fit them;
 - HTTP/2 streams per connection; calls in progress in the process (gRPC answers those
-  beyond RESOURCE_EXHAUSTED itself);
+  beyond RESOURCE_EXHAUSTED itself; the AuthZEN port counts its own, 429);
 - idle connections closed after `connection_idle`, every connection asked to reconnect
   after `connection_age` (spreads load after a deploy, frees stale peers), keepalive
   pings from clients limited (max_ping_strikes) and dead peers found by our own pings;

@@ -178,30 +178,43 @@ def test_watch_streams_share_one_poller(tmp_path: Path) -> None:
 
 
 
-def test_http_door_shares_the_request_bytes_budget(tmp_path: Path, db_url: str) -> None:
-    """The AuthZEN port draws on the same budget: a body it cannot hold is 429, not read."""
+def _post(http: int, pad: int = 10, min_revision: int = 0) -> int:
+    """An AuthZEN evaluation's HTTP status."""
     import json
     import urllib.error
 
+    body = {"subject": {"type": "user", "id": "u-sam", "properties": {"org_id": ORG}},
+            "action": {"name": "view"}, "resource": {"type": "invoices", "id": "r" * pad},
+            "context": {"min_revision": min_revision}}
+    req = urllib.request.Request(f"http://127.0.0.1:{http}/access/v1/evaluation",
+                                 data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def test_http_door_shares_the_request_bytes_budget(tmp_path: Path, db_url: str) -> None:
+    """The AuthZEN port draws on the same budget: a body it cannot hold is 429, not read."""
     http = free_port()
     server = _start(tmp_path, db_url, "--http-listen", f"127.0.0.1:{http}",
                     "--max-inflight-bytes", "4000")
-
-    def post(pad: int) -> int:
-        body = {"subject": {"type": "user", "id": "u-sam", "properties": {"org_id": ORG}},
-                "action": {"name": "view"},
-                "resource": {"type": "invoices", "id": "r" * pad}}
-        req = urllib.request.Request(f"http://127.0.0.1:{http}/access/v1/evaluation",
-                                     data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return int(resp.status)
-        except urllib.error.HTTPError as err:
-            return int(err.code)
-
     try:
-        assert post(5000) == 429
-        assert post(10) == 200  # nothing held after the refusal
+        assert _post(http, pad=5000) == 429
+        assert _post(http) == 200  # nothing held after the refusal
+    finally:
+        assert server.stop() == 0, server.log()[-3000:]
+
+
+def test_http_calls_over_the_limit_are_429(tmp_path: Path, db_url: str) -> None:
+    http = free_port()
+    server = _start(tmp_path, db_url, "--http-listen", f"127.0.0.1:{http}", "--max-calls", "2")
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda _: _post(http, min_revision=10**12), range(8)))
+        assert 429 in codes, codes
+        assert _post(http) == 200  # the count went back down
     finally:
         assert server.stop() == 0, server.log()[-3000:]
