@@ -181,6 +181,14 @@ class _Ctx:
 
 
 def _legacy(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot, why: str) -> Decision:
+    d = _legacy_decision(req, org, snap, why)
+    if req.explain and org.sources:  # the organization's settings (and the release) decided
+        d.matched_rules = explain_sources(req, d, org)
+    return d
+
+
+def _legacy_decision(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot, why: str
+                     ) -> Decision:
     return Decision(
         allowed=True,
         reason=Reason.LEGACY_MODE,

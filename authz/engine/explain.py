@@ -54,6 +54,8 @@ def sources(req: CheckRequest, d: Decision, org: OrgIndex) -> tuple[str, ...]:
         out.append(f"the directory, not the policy: {r.value}")
     elif r in (Reason.LEGACY_MODE, Reason.PRODUCT_NOT_CONNECTED, Reason.SELF_APPROVAL):
         out.append(f"{m.get('organization', '')}: organization settings")
+        if r == Reason.LEGACY_MODE:
+            out.append(f"{m.get('release', '')}: phased release of the unified mode")
     elif r == Reason.ACTION_NOT_GRANTED:
         out += [f"{_role(org, role, product, module)} grants no {action} on {module}"
                 for role in roles]

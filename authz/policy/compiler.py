@@ -116,9 +116,11 @@ def source_map(org: Organization, tree: PolicyTree) -> dict[str, Any]:
     settings, the integration-user set. Not part of the revision (a comment moving a line
     changes no decision)."""
     integ = next((f for f in tree.shared_files if "integration" in f), "")
+    release = next((f for f in tree.shared_files if "release" in f), "")
     return {
         "organization": org.files[0] if org.files else "",
         "integration": integ,
+        "release": release,
         "roles": {r.key: _at(r.where) for r in org.roles},
         "grants": {f"{r.key} {r.product}/{m}": _at(w) for r in org.roles
                    for m, w in r.grants_where.items()},

@@ -117,3 +117,15 @@ def test_check_explain_from_a_real_server_names_the_yaml(tmp_path: Path) -> None
         assert "source: orgs/acme-eu/roles.yaml:13: role Sales Representative" in allowed.stdout
     finally:
         assert server.stop() == 0
+
+
+def test_explain_of_a_legacy_decision_names_the_settings() -> None:
+    out = authz("policy", "test", "--root", str(REPO_ROOT), "--org", "globex-us", "--explain",
+                "--json")
+    report = json.loads(out.stdout)
+    cases = [c for o in report["organizations"] for c in o["cases"]
+             if c.get("reason") == "legacy_mode"]
+    assert cases, "globex-us has legacy-mode cases"
+    assert cases[0]["explain"] == [
+        "source: orgs/globex-us/organization.yaml: organization settings",
+        "source: shared/release.yaml: phased release of the unified mode"]
