@@ -35,7 +35,10 @@ if TYPE_CHECKING:  # aiohttp is imported only when the HTTP API is on
 SERVICE_NAME = authz_pb2.DESCRIPTOR.services_by_name["AuthzService"].full_name
 log = logging.getLogger("authz.server")
 SWITCH_INTERVAL = 0.0005  # seconds; see run()
-STOP_STEP = 1.0  # seconds each shutdown step gets at least, once the grace is spent
+# Of the grace, in-flight calls get all but STOP_RESERVE seconds (at most half of it): the
+# audit flush and closing the store must also end before a supervisor's SIGKILL.
+STOP_RESERVE = 2.0
+STOP_STEP = 0.1  # seconds a shutdown step gets at least, once the grace is spent
 
 def open_store(url: str) -> Store:
     """The store behind the server (imported late: the store package is optional to import)."""
@@ -114,19 +117,21 @@ class Server:
                                    load_seconds=round(time.monotonic() - t0, 3))
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop taking calls, let in-flight ones finish within grace, then close the store."""
+        """Stop taking calls, let in-flight ones finish, flush the audit trail and close the
+        store, all within `grace` seconds (in-flight calls get all but STOP_RESERVE)."""
         grace = self.config.grace if grace is None else grace
         deadline = time.monotonic() + grace
+        drain = grace - min(STOP_RESERVE, grace / 2)
         if self.ops is not None:
             await self.ops.stop()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._grpc is not None:
-            event(log, logging.INFO, "draining", grace=grace)
+            event(log, logging.INFO, "draining", grace=grace, calls_get=round(drain, 3))
             if self.authzen is not None:  # both doors drain together
-                await asyncio.gather(self._grpc.stop(grace), self.authzen.stop())
+                await asyncio.gather(self._grpc.stop(drain), self.authzen.stop())
             else:
-                await self._grpc.stop(grace)
+                await self._grpc.stop(drain)
         # What follows may block on the store: each step in a thread of its own, bounded by
         # what is left of the grace (at least STOP_STEP), never on the worker pool, whose
         # threads may all be waiting on a wedged database.
@@ -136,7 +141,7 @@ class Server:
         audit, self._audit = self._audit, None
         if audit is not None:  # answered calls' entries go to the store before it closes;
             # entries not written by then are logged as lost, never acknowledged.
-            await lifecycle.off_loop("audit", lambda: audit.close(left()), left() + 0.5)
+            await lifecycle.off_loop("audit", lambda: audit.close(left()), left() + STOP_STEP)
         migrations, self._migrations = getattr(self, "_migrations", None), None
         if migrations is not None:
             await lifecycle.off_loop("migrations", migrations.stop, left())

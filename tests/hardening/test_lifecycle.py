@@ -155,8 +155,11 @@ def test_sigterm_finishes_within_grace_while_the_store_is_wedged(tmp_path: Path)
                     min_revision=10**9), timeout=120) for _ in range(6)]
                 time.sleep(1.0)  # let them reach the lock
                 server.proc.send_signal(signal.SIGTERM)
+                t0 = time.monotonic()
                 try:
                     code = server.proc.wait(timeout=20)  # grace 1 s; generous for a slow box
+                    print(f"SIGTERM with a wedged store: exited in "  # shown, not asserted
+                          f"{time.monotonic() - t0:.2f} s (grace 1 s)")
                 except subprocess.TimeoutExpired:
                     server.proc.kill()
                     server.proc.wait()
