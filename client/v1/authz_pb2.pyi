@@ -1554,8 +1554,11 @@ class ListFilterResponse(_message.Message):
       {"op": "and" | "or", "args": [node, ...]} | {"op": "not", "arg": node}
       {"op": "eq" | "ne", "field": F, "value": V}
       {"op": "in" | "not_in", "field": F, "values": [V, ...]}
+        with "fold": true, F is compared lower-cased (SQL LOWER(F)): a record's creator
+        against every identity of the user (self-approval)
       {"op": "range", "field": "total", "lo": x | null, "lo_closed": bool,
        "hi": x | null, "hi_closed": bool}
+        (with lo and hi both null: the record carries a total, SQL total IS NOT NULL)
     F is a record attribute as in Record: owner, status, location, total (a number;
     a record with no total fails every range), approval_level (0 means level 1),
     created_by. An unknown status is the empty string and counts as unapproved, so
