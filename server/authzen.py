@@ -71,13 +71,16 @@ class HttpError(Exception):
     """An answer that is not a decision: status, gRPC-style code name and message."""
 
     def __init__(self, status: int, code: str, message: str,
-                 violations: list[tuple[str, str]] | None = None) -> None:
+                 violations: list[tuple[str, str]] | None = None, reason: str = "") -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.violations = violations or []
+        self.reason = reason  # google.rpc.ErrorInfo.reason, as gRPC callers get it
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"status": self.status, "code": self.code, "message": self.message}
+        if self.reason:
+            error["reason"] = self.reason
         if self.violations:
             error["field_violations"] = [{"field": f, "description": d} for f, d in self.violations]
         return {"error": error}
@@ -87,7 +90,15 @@ def refusal(exc: AuthzError) -> HttpError:
     """The HTTP error a domain error maps to, through the one gRPC mapping (convert.py)."""
     status = convert.error_status(exc)
     return HttpError(HTTP_STATUS.get(status.code, 400), code_pb2.Code.Name(status.code),
-                     status.message, _violations(status))
+                     status.message, _violations(status), _reason(status))
+
+
+def _reason(status: status_pb2.Status) -> str:
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return str(info.reason)
+    return ""
 
 
 def _violations(status: status_pb2.Status) -> list[tuple[str, str]]:
@@ -169,8 +180,8 @@ class AuthzenApi:
         except Exception as exc:  # store, audit, bugs: server/failures.py, as every door
             public = failure(exc, "AuthZEN " + name)
             response = web.json_response(HttpError(
-                public.http_status, public.code.name, public.message).body(),
-                status=public.http_status)
+                public.http_status, public.code.name, public.message,
+                reason=public.reason).body(), status=public.http_status)
         finally:
             budget.cancel()
             if held and self.inflight is not None:

@@ -168,7 +168,9 @@ def test_no_door_shows_a_client_the_stores_text(faulty_store: ServerProc) -> Non
     with pytest.raises(urllib.error.HTTPError) as http_err:
         urllib.request.urlopen(req, timeout=10)
     assert http_err.value.code == 503
-    seen.append(http_err.value.read().decode())
+    answer = http_err.value.read().decode()
+    assert json.loads(answer)["error"]["reason"] == "AUDIT_UNAVAILABLE"
+    seen.append(answer)
     for text in seen:
         assert SECRET not in text and "INSERT" not in text and "u-anna" not in text, text
     assert SECRET in server.log()  # the detail is for operators
