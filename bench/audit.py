@@ -1,8 +1,13 @@
-"""Audit-trail cost on Check latency: strict vs batched vs off, on a real server.
+"""Audit-trail cost on Check latency and server CPU: strict vs batched vs off, each
+batched/strict mode on both pipelines (the local log, and the in-memory queue), on a
+real server.
 
-Each mode gets its own `authz serve` process on a fresh SQLite store (seeded like
-`make serve`), reached over loopback through the generated stub. A bare gRPC echo server
-(same grpc.aio stack, no domain code) gives the floor the batched mode is compared to.
+Each target gets its own `authz serve` process on a fresh SQLite store (seeded like
+`make serve`), reached over loopback through the generated stub. Server CPU per Check is
+the server process's CPU (every thread, /proc schedstat) from the start of the concurrent
+load until the trail has caught up (the shipper or writer finished), over the Checks sent.
+A bare gRPC echo server (same grpc.aio stack, no domain code) gives the floor the batched
+mode is compared to.
 `python -m bench --parts audit` runs it and merges the figures into results/latest.json.
 """
 
@@ -26,12 +31,19 @@ import grpc
 from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc
 from bench.report import show
-from bench.server import interleaved, wait_serving
+from bench.server import cpu_seconds, interleaved, wait_serving
 
 REPO = Path(__file__).resolve().parents[1]
 AUTHZ = str(Path(sys.executable).parent / "authz")
 DIRECTORY = REPO / "authz/policies/orgs/acme-eu/tests/directory.yaml"
 MODES = ("off", "batched", "strict")
+# target name -> (audit mode, pipeline, shipper); "log" ships from a process of its own
+TARGETS = {"off": ("off", "log", "process"),
+           "batched_queue": ("batched", "queue", "thread"),
+           "batched_log_thread": ("batched", "log", "thread"),
+           "batched_log": ("batched", "log", "process"),
+           "strict_queue": ("strict", "queue", "thread"),
+           "strict_log": ("strict", "log", "process")}
 USERS = ("u-sam", "u-paul", "u-ivy", "u-anna", "u-lena", "u-fiona")
 
 _ECHO = """
@@ -67,8 +79,21 @@ def _caller(call: Callable[[], Any]) -> Callable[[int], Any]:
     return lambda _i: call()
 
 
-def _concurrent(address: str, n: int, threads: int) -> float:
-    """Checks per second with `threads` callers, each on its own channel."""
+def _family_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of the server process, and of its child processes (the shipper)."""
+    own = cpu_seconds(pid)
+    kids = 0.0
+    with contextlib.suppress(OSError):
+        for task in os.scandir(f"/proc/{pid}/task"):
+            for child in Path(task.path, "children").read_text().split():
+                kids += cpu_seconds(int(child))
+    return own, kids
+
+
+def _concurrent(address: str, pid: int, n: int, threads: int) -> tuple[float, float, float]:
+    """Checks per second with `threads` callers, each on its own channel; and the CPU per
+    Check (µs) of the server process and of its shipper process, counted until the trail
+    caught up after the last answer."""
     def work(user: str) -> None:
         with grpc.insecure_channel(address) as ch:
             stub = authz_pb2_grpc.AuthzServiceStub(ch)
@@ -77,12 +102,21 @@ def _concurrent(address: str, n: int, threads: int) -> float:
                 stub.Check(req, timeout=10)
 
     pool = [threading.Thread(target=work, args=(USERS[i % len(USERS)],)) for i in range(threads)]
-    t0 = time.perf_counter()
+    (c0, k0), t0 = _family_cpu(pid), time.perf_counter()
     for t in pool:
         t.start()
     for t in pool:
         t.join()
-    return n * threads / (time.perf_counter() - t0)
+    rate = n * threads / (time.perf_counter() - t0)
+    last, settled = _family_cpu(pid), time.perf_counter() + 5
+    while time.perf_counter() < settled:  # until the writer/shipper is done (CPU flat)
+        time.sleep(0.3)
+        now = _family_cpu(pid)
+        if sum(now) - sum(last) < 0.002:
+            break
+        last = now
+    calls = n * threads
+    return rate, (last[0] - c0) / calls * 1e6, (last[1] - k0) / calls * 1e6
 
 
 @contextlib.contextmanager
@@ -98,8 +132,9 @@ def _echo_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _authz_server(mode: str) -> Iterator[str]:
-    """`authz serve --audit-mode mode` on a fresh store seeded like `make serve`."""
+def _authz_server(mode: str, pipeline: str, shipper: str) -> Iterator[tuple[str, int]]:
+    """`authz serve --audit-mode mode` (audit_pipeline `pipeline`, audit_shipper `shipper`)
+    on a fresh store seeded like `make serve`; yields its address and process id."""
     with tempfile.TemporaryDirectory(prefix="authz-bench-audit-") as tmp:
         url = f"sqlite:///{tmp}/authz.db"
         subprocess.run([AUTHZ, "db", "upgrade", "--db", url], check=True, capture_output=True, env=_env())
@@ -109,48 +144,61 @@ def _authz_server(mode: str) -> Iterator[str]:
         with open(Path(tmp) / "server.log", "wb") as log:
             proc = subprocess.Popen([AUTHZ, "serve", "--db", url, "--listen", address,
                                      "--log-level", "WARNING", "--audit-mode", mode],
-                                    stdout=log, stderr=subprocess.STDOUT, env=_env())
+                                    stdout=log, stderr=subprocess.STDOUT,
+                                    env={**_env(), "AUTHZ_AUDIT_PIPELINE": pipeline,
+                                         "AUTHZ_AUDIT_SHIPPER": shipper})
         try:
-            yield address
+            yield address, proc.pid
         finally:
             proc.terminate()
             proc.wait(30)
 
 
 def measure(n: int = 3000, threads: int = 8, per_thread: int = 300) -> dict[str, float]:
-    """The figures: Check p50/p99 (µs, one caller, modes taking turns) and Checks/s
-    (`threads` callers, one mode at a time) per audit mode, the echo floor, and ratios."""
+    """The figures: Check p50/p99 (µs, one caller, targets taking turns), Checks/s and
+    server CPU per Check (`threads` callers, one target at a time) per audit mode and
+    pipeline, the echo floor, and ratios."""
     req = pb.CheckRequest(org_id="acme-eu", user="u-sam", action="view", module="invoices")
     payload = req.SerializeToString()
     with contextlib.ExitStack() as stack:
         echo_addr = stack.enter_context(_echo_server())
-        addresses = {mode: stack.enter_context(_authz_server(mode)) for mode in MODES}
+        servers = {name: stack.enter_context(_authz_server(*target))
+                   for name, target in TARGETS.items()}
         calls: dict[str, Any] = {}
         echo = stack.enter_context(grpc.insecure_channel(echo_addr)).unary_unary("/bench.Echo/Echo")
         calls["echo"] = lambda _i: echo(payload, timeout=10)
-        for mode, address in addresses.items():
+        for name, (address, _pid) in servers.items():
             stub = authz_pb2_grpc.AuthzServiceStub(stack.enter_context(grpc.insecure_channel(address)))
             wait_serving(functools.partial(stub.Check, req, timeout=1), timeout=30)
-            calls[mode] = _caller(functools.partial(stub.Check, req, timeout=10))
-        # Modes take turns call by call so every mode sees the same machine load.
+            calls[name] = _caller(functools.partial(stub.Check, req, timeout=10))
+        # Targets take turns call by call so every one sees the same machine load.
         latency = interleaved(calls, n)
-        rates = {mode: _concurrent(address, per_thread, threads) for mode, address in addresses.items()}
+        loads = {name: _concurrent(address, pid, per_thread, threads)
+                 for name, (address, pid) in servers.items()}
     out: dict[str, float] = {}
     out["audit_echo_p50_us"], out["audit_echo_p99_us"] = (round(v, 1) for v in latency["echo"])
-    for mode in MODES:
-        p50, p99 = latency[mode]
-        out[f"audit_{mode}_check_p50_us"] = round(p50, 1)
-        out[f"audit_{mode}_check_p99_us"] = round(p99, 1)
-        out[f"audit_{mode}_checks_per_s_{threads}_callers"] = round(rates[mode])
-    out["audit_batched_vs_off_p50_ratio"] = round(latency["batched"][0] / latency["off"][0], 3)
-    out["audit_strict_vs_off_p50_ratio"] = round(latency["strict"][0] / latency["off"][0], 3)
-    out["audit_batched_vs_echo_p50_ratio"] = round(latency["batched"][0] / latency["echo"][0], 3)
+    for name in TARGETS:
+        p50, p99 = latency[name]
+        out[f"audit_{name}_check_p50_us"] = round(p50, 1)
+        out[f"audit_{name}_check_p99_us"] = round(p99, 1)
+        out[f"audit_{name}_checks_per_s_{threads}_callers"] = round(loads[name][0])
+        out[f"audit_{name}_server_cpu_us_per_check_{threads}_callers"] = round(loads[name][1], 1)
+        if name.endswith("_log"):
+            out[f"audit_{name}_shipper_cpu_us_per_check_{threads}_callers"] = round(
+                loads[name][2], 1)
+    for name in TARGETS:
+        if name != "off":
+            out[f"audit_{name}_vs_off_p50_ratio"] = round(latency[name][0] / latency["off"][0], 3)
+            out[f"audit_{name}_extra_server_cpu_us_per_check"] = round(
+                loads[name][1] - loads["off"][1], 1)
+    out["audit_batched_log_vs_echo_p50_ratio"] = round(
+        latency["batched_log"][0] / latency["echo"][0], 3)
     return out
 
 
 def run(quick: bool = False) -> dict[str, Any]:
     """The `python -m bench` entry point: measure and print."""
-    figures = measure(n=500 if quick else 3000, per_thread=50 if quick else 300)
+    figures = measure(n=500 if quick else 3000, per_thread=150 if quick else 300)
     for key, value in figures.items():
         show(key, value, "")
     return figures

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -291,9 +294,12 @@ def open_audit(config: Config, directory: Any) -> AuditRpc:
     sink = trail if trail is not None else _NoSink()
     writer: AuditWriter | LogWriter
     if config.audit_pipeline == "log" and mode != WriteMode.OFF:
-        writer = LogWriter(sink, mode, log_dir(config), sync_interval=config.audit_max_lag,
-                           ship_interval=config.audit_flush_interval,
-                           on_quarantine=audit_quarantined)
+        folder = log_dir(config)
+        writer = LogWriter(sink, mode, folder, sync_interval=config.audit_max_lag,
+                           ship_interval=config.audit_ship_interval,
+                           on_quarantine=audit_quarantined,
+                           ship_process=(_shipper_process(config, folder)
+                                         if config.audit_shipper == "process" else None))
     else:
         writer = AuditWriter(sink, mode, queue_size=config.audit_queue,
                              when_full=WhenFull(config.audit_when_full),
@@ -301,6 +307,16 @@ def open_audit(config: Config, directory: Any) -> AuditRpc:
                              block_timeout=config.audit_wait, max_lag=config.audit_max_lag,
                              on_quarantine=audit_quarantined)
     return AuditRpc(writer, trail, directory, config.audit_wait)
+
+
+def _shipper_process(config: Config, folder: Path) -> Callable[[], subprocess.Popen[bytes]]:
+    """How to start this server's shipper process: `authz audit ship --follow PID` (the
+    store URL by environment, never on a command line `ps` shows)."""
+    cmd = [sys.executable, "-c", "import sys; from authz_server.cli import main; "
+           "sys.exit(main(sys.argv[1:]))", "audit", "ship", "--follow", str(os.getpid()),
+           "--log-dir", str(folder), "--interval", str(config.audit_ship_interval)]
+    env = {**os.environ, "AUTHZ_DB": config.db}
+    return lambda: subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
 
 
 def log_dir(config: Config) -> Path:

@@ -50,6 +50,9 @@ def register(sub: Any) -> None:
     p.add_argument("--audit-mode", choices=("strict", "batched", "off"),
                    help="strict: recorded before the answer leaves; batched: queued, written "
                         "in the background (env AUTHZ_AUDIT_MODE; default batched)")
+    p.add_argument("--audit-pipeline", choices=("log", "queue"),
+                   help="how audit entries leave the serving path: a local log shipped to the "
+                        "store, or an in-memory queue (env AUTHZ_AUDIT_PIPELINE; default log)")
     secure_cli.add_serve_flags(p)
     p.set_defaults(func=cmd_serve)
 
@@ -115,7 +118,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             {"listen": args.listen, "db": args.db, "policy_dir": args.policy_dir,
              "log_level": args.log_level, "grace": args.grace, "workers": args.workers,
              "threads": args.threads,
-             "audit_mode": args.audit_mode, **secure_cli.serve_values(args)},
+             "audit_mode": args.audit_mode, "audit_pipeline": args.audit_pipeline,
+             **secure_cli.serve_values(args)},
             config_file=args.config)
         security.check_config(cfg)
         config.check_policy_dir(cfg)

@@ -20,7 +20,7 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DB = "sqlite:///var/authz.db"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 AUDIT_CHOICES = {"audit_mode": ("strict", "batched", "off"), "audit_when_full": ("block", "drop"),
-                 "audit_pipeline": ("log", "queue")}
+                 "audit_pipeline": ("log", "queue"), "audit_shipper": ("process", "thread")}
 
 
 class ConfigError(Exception):
@@ -52,6 +52,8 @@ class Config:
     # by a writer thread). README "The audit trail".
     audit_pipeline: str = "log"
     audit_log_dir: str = ""  # the local log's folder; empty: beside an SQLite file, else var/
+    audit_shipper: str = "process"  # log pipeline: ship from a process of its own, or a thread
+    audit_ship_interval: float = 0.25  # log pipeline: seconds between shipping passes
     # Batched: the longest an answered entry is at risk. Log pipeline: from a lost machine
     # (longest time between fsyncs); queue pipeline: from a killed process (longest wait
     # in the queue; callers wait past it, or drops count, as audit_when_full says).
@@ -95,6 +97,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if text not in AUDIT_CHOICES[name]:
                 raise ValueError("expected one of " + ", ".join(AUDIT_CHOICES[name]))
             return text
+        if name == "audit_ship_interval":
+            every = float(value)
+            if not 0 < every <= 60:
+                raise ValueError("must be more than 0 and at most 60 seconds")
+            return every
         if name == "audit_max_lag":
             sync = float(value)
             if not 0 < sync <= 60:

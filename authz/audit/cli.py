@@ -71,6 +71,10 @@ def register(sub: Any) -> None:
     _common(p)
     p.add_argument("--log-dir", default=os.environ.get("AUTHZ_AUDIT_LOG_DIR", ""),
                    help="the log folder (env AUTHZ_AUDIT_LOG_DIR; default: as the server's)")
+    p.add_argument("--follow", type=int, metavar="PID", default=0,
+                   help="keep shipping the log of the server PID as it grows, until it stops "
+                        "(how a server with audit_shipper = \"process\" runs its shipper)")
+    p.add_argument("--interval", type=float, default=0.25, help="seconds between passes (--follow)")
     p.set_defaults(func=cmd_ship)
     p = asub.add_parser("trim", help="retention: delete entries older than N days (a verified "
                                      "prefix of each chain; verify still works afterwards); "
@@ -205,12 +209,18 @@ def cmd_trim(args: argparse.Namespace) -> int:
 def cmd_ship(args: argparse.Namespace) -> int:
     """Ship every segment no living server holds; exit 1 when some could not be."""
     from authz.audit.segment import default_log_dir
-    from authz.audit.shipper import ship_orphans
+    from authz.audit.shipper import follow, ship_orphans
 
     trail = _open(args)
     if trail is None:
         return 2
     folder = default_log_dir(args.db, args.log_dir)
+    if args.follow:
+        try:
+            follow(trail, folder, args.follow, args.interval)
+        finally:
+            trail.engine.dispose()
+        return 0
     try:
         carrier = ship_orphans(trail, folder) if folder.is_dir() else None
     finally:

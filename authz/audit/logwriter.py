@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -57,8 +58,8 @@ class LogWriter:
     def __init__(self, sink: Sink, mode: WriteMode, log_dir: Path, *,
                  segment_bytes: int = 64 << 20, sync_interval: float = 1.0,
                  sync_entries: int = 10_000, max_batch: int = 1000, ship_interval: float = 0.05,
-                 retry_delay: float = 0.5, on_quarantine: Callable[[int], None] | None = None
-                 ) -> None:
+                 retry_delay: float = 0.5, on_quarantine: Callable[[int], None] | None = None,
+                 ship_process: Callable[[], subprocess.Popen[bytes]] | None = None) -> None:
         from authz.audit.shipper import Shipper
 
         self.mode = mode
@@ -83,8 +84,15 @@ class LogWriter:
         self._syncer = threading.Thread(target=self._sync_loop, name="authz-audit-sync",
                                         daemon=True)
         self._syncer.start()
-        self.shipper = Shipper(self, sink, max_batch=max_batch, interval=ship_interval,
-                               retry_delay=retry_delay, on_quarantine=on_quarantine)
+        # The shipper: a thread here, or a process of its own (`authz audit ship --follow`),
+        # which keeps SQLAlchemy, hashing and their GIL out of the serving process.
+        self._spawn = ship_process
+        self._child: subprocess.Popen[bytes] | None = None
+        if ship_process is not None:
+            self._child = ship_process()
+        else:
+            self.shipper = Shipper(self, sink, max_batch=max_batch, interval=ship_interval,
+                                   retry_delay=retry_delay, on_quarantine=on_quarantine)
 
     # -- counters of the common face ---------------------------------------------------
 
@@ -97,7 +105,12 @@ class LogWriter:
         return self.shipper.quarantined if self.shipper else 0
 
     def pending(self) -> int:
-        return self.shipper.pending() if self.shipper else 0
+        """Bytes written to the log and not yet shipped."""
+        if self.shipper is not None:
+            return self.shipper.pending()
+        with self.cv:
+            segs = [(s.path, s.end) for s in self.segments]
+        return sum(max(0, end - segment.shipped(path)) for path, end in segs if path.exists())
 
     # -- the hot path ------------------------------------------------------------------
 
@@ -145,6 +158,10 @@ class LogWriter:
             os.fsync(old.fd)
             old.synced, old.closed = old.end, True
             self._settle(old.no, old.end)
+            if self._spawn is not None:  # the shipper process removes shipped segments
+                for seg in [s for s in self.segments if s.closed and not s.path.exists()]:
+                    os.close(seg.fd)
+                    self.segments.remove(seg)
         no = self.segments[-1].no + 1 if self.segments else 0
         path = self.log_dir / f"seg-{os.getpid()}-{time.time_ns()}-{no}.log"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -177,6 +194,7 @@ class LogWriter:
                             "the audit log could not record the decision"))
                 continue
             last = time.monotonic()
+            self._keep_child()
             with self.cv:
                 seg.synced = max(seg.synced, end)
                 self._settle(seg.no, end)
@@ -196,12 +214,32 @@ class LogWriter:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything written so far is in the store; False on timeout."""
-        if self.shipper is None:
-            return True
         with self.cv:
+            if not self.segments:
+                return True
             seg = self.segments[-1]
             target = (seg.no, seg.end)
-        return self.shipper.wait_shipped(target, timeout)
+        if self.shipper is not None:
+            return self.shipper.wait_shipped(target, timeout)
+        if self._spawn is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while seg.path.exists() and segment.shipped(seg.path) < seg.end:
+            self._keep_child()
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def _keep_child(self) -> None:
+        """A shipper process that died is started again (it resumes from the cursor)."""
+        if self._child is not None and self._child.poll() is not None and self._spawn:
+            with self.cv:
+                if self._stopping:
+                    return
+            log.error("audit shipper process exited (%s); starting it again",
+                      self._child.returncode)
+            self._child = self._spawn()
 
     def close(self, timeout: float = 10.0) -> None:
         """Sync the log, ship what can be shipped within `timeout`, stop. What is not
@@ -224,9 +262,18 @@ class LogWriter:
             self._settle(self.segments[-1].no, self.segments[-1].end)
         if self.shipper is not None:
             self.shipper.stop(max(0.1, end - time.monotonic()))
+        if self._child is not None:
+            self._child.terminate()
+            try:
+                self._child.wait(max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._child.kill()  # the log keeps what it did not ship
+                self._child.wait()
         with self.cv:
             for seg in self.segments:
-                if self.shipper is not None and self.shipper.shipped(seg.no) >= seg.end:
+                done = (self.shipper.shipped(seg.no) if self.shipper is not None
+                        else segment.shipped(seg.path))
+                if done >= seg.end:
                     segment.remove(seg.path)  # all in the store
                 os.close(seg.fd)  # releases the flock: a later start adopts what is left
         self._syncer = None

@@ -89,17 +89,28 @@ def write_all(fd: int, data: bytes) -> None:
 def shipped(path: Path) -> int:
     """How far `path` was shipped, as its cursor file says (0: from the start)."""
     try:
-        return int((path.parent / (path.name + ".shipped")).read_text() or 0)
+        return int((path.parent / (path.name + ".shipped")).read_bytes().strip() or 0)
     except (OSError, ValueError):
         return 0
 
 
 def mark_shipped(path: Path, offset: int) -> None:
-    """Record the cursor (a replace: never half written)."""
-    cursor = path.parent / (path.name + ".shipped")
-    tmp = cursor.with_suffix(".tmp")
-    tmp.write_text(str(offset))
-    os.replace(tmp, cursor)
+    """Record the cursor: one fixed-width pwrite (a hint, read back whole or as a lower
+    offset: the shipper de-duplicates what it re-ships after a crash)."""
+    fd = os.open(path.parent / (path.name + ".shipped"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, b"%020d\n" % offset, 0)
+    finally:
+        os.close(fd)
+
+
+def order(path: Path) -> tuple[int, int]:
+    """A segment's place among its process's: (start time, number)."""
+    parts = path.stem.split("-")
+    try:
+        return int(parts[2]), int(parts[3])
+    except (IndexError, ValueError):
+        return 0, 0
 
 
 def remove(path: Path) -> None:

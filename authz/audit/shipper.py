@@ -12,6 +12,7 @@ nothing twice, and nothing is lost. A fully shipped segment is deleted.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -87,13 +88,14 @@ class Carrier:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return False
+        shipping = _shipping_lock(path.parent, path.name.split("-")[1], block=False)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return False
-            if not path.exists():  # shipped and removed by the shipper that had it
-                return False
+            if shipping is None or not path.exists():  # its shipper process still runs, or
+                return False  # another shipper adopted and removed it
             pos = segment.shipped(path)
             while True:
                 entries, ends, damaged = segment.read(path, pos, None, max_batch)
@@ -110,9 +112,28 @@ class Carrier:
                     break
             segment.remove(path)
             log.info("audit log %s of a stopped process shipped", path.name)
+            owner = path.name.split("-")[1]
+            if not any(path.parent.glob(f"seg-{owner}-*.log")):  # its last: the lock goes too
+                with contextlib.suppress(OSError):
+                    (path.parent / f"ship-{owner}.lock").unlink()
             return True
         finally:
             os.close(fd)
+            if shipping is not None:
+                os.close(shipping)
+
+
+def _shipping_lock(log_dir: Path, owner: str, block: bool) -> int | None:
+    """The flock a shipper process holds on `ship-<owner>.lock` while it ships the log of
+    server `owner` (None: held by another). A server that died leaves its shipper process
+    finishing a pass: no one adopts its segments until that process is gone too."""
+    fd = os.open(log_dir / f"ship-{owner}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def ship_orphans(sink: Sink, log_dir: Path, own: set[Path] | None = None,
@@ -243,3 +264,48 @@ class Shipper:
                         segment.remove(path)
                 with self._cv:
                     self._cv.notify_all()
+
+
+def follow(sink: Sink, log_dir: Path, owner: int, interval: float = 0.25,
+           max_batch: int = 1000) -> Carrier:
+    """The shipper as a process of its own (`authz audit ship --follow PID`, started by a
+    server with audit_shipper = "process"): ships the segments of the server `owner` as
+    they grow, the first batch of each de-duplicated (a shipper restarted after a crash
+    resumes from a cursor that may lag), and adopts dead processes' segments now and then.
+    Returns when `owner` is no longer its parent (the server is gone: what is left are
+    orphans, adopted by the next start) or on SIGTERM (after the pass under way)."""
+    import signal
+
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    carrier = Carrier(sink, stopping)
+    _shipping_lock(log_dir, str(owner), block=True)  # held until this process exits
+    positions: dict[Path, int] = {}
+    next_orphans = 0.0
+    while True:
+        own = sorted(log_dir.glob(f"seg-{owner}-*.log"), key=segment.order)
+        for i, path in enumerate(own):
+            pos = positions.get(path)
+            dedupe = pos is None
+            if pos is None:
+                pos = segment.shipped(path)
+            while True:
+                entries, ends, _ = segment.read(path, pos, None, max_batch)  # a torn tail: later
+                if not entries or not carrier.store(entries, dedupe=dedupe):
+                    break
+                dedupe = False
+                pos = positions[path] = ends[-1]
+                segment.mark_shipped(path, pos)
+                if len(entries) < max_batch:
+                    break
+            if i < len(own) - 1 and pos >= path.stat().st_size:  # rotated out, all shipped
+                segment.remove(path)
+                positions.pop(path, None)
+        if time.monotonic() >= next_orphans:
+            next_orphans = time.monotonic() + ORPHAN_INTERVAL
+            for path in sorted(log_dir.glob("seg-*.log")):
+                if not path.name.startswith(f"seg-{owner}-"):
+                    carrier.adopt(path, max_batch)
+        if stopping.is_set() or os.getppid() != owner:
+            return carrier
+        stopping.wait(interval)
