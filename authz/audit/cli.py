@@ -222,7 +222,7 @@ def cmd_ship(args: argparse.Namespace) -> int:
             trail.engine.dispose()
         return 0
     try:
-        carrier = ship_orphans(trail, folder) if folder.is_dir() else None
+        carrier = ship_orphans(trail, folder, wait=30.0) if folder.is_dir() else None
     finally:
         trail.engine.dispose()
     if carrier is None:

@@ -137,14 +137,30 @@ def _shipping_lock(log_dir: Path, owner: str, block: bool) -> int | None:
 
 
 def ship_orphans(sink: Sink, log_dir: Path, own: set[Path] | None = None,
-                 stopping: threading.Event | None = None) -> Carrier:
+                 stopping: threading.Event | None = None, wait: float = 0.0) -> Carrier:
     """Adopt and ship every segment in `log_dir` no living process holds (`authz audit
-    ship`, and each shipper now and then)."""
+    ship`, and each shipper now and then). With `wait`, keep trying for that long the
+    segments of dead servers whose shipper process is still finishing its last pass."""
     carrier = Carrier(sink, stopping or threading.Event())
-    for path in sorted(log_dir.glob("seg-*.log")):
-        if own is None or path not in own:
-            carrier.adopt(path)
-    return carrier
+    deadline = time.monotonic() + wait
+    while True:
+        left = []
+        for path in sorted(log_dir.glob("seg-*.log")):
+            if (own is None or path not in own) and not carrier.adopt(path):
+                left.append(path)
+        if not any(not _alive(p.name.split("-")[1]) for p in left) or time.monotonic() > deadline:
+            return carrier
+        time.sleep(0.2)
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Shipper:
