@@ -26,6 +26,7 @@ class AttributeResult:
     send_from_email: str
     attribution_id: str
     mode: str  # "unified", or "legacy" (the CRM still acts as the integration owner)
+    product: str  # "books" or "subscriptions": whose identity `act_as` is
     act_as: str
     send_from_note: str
     policy_revision: str
@@ -37,7 +38,8 @@ class AttributeResult:
     def from_proto(cls, m: pb.AttributeResponse) -> AttributeResult:
         return cls(identity=identity_of(m.identity), display_name=m.display_name,
                    send_from_email=m.send_from_email, attribution_id=m.attribution_id,
-                   mode=enum_name(pb.Mode.Name(m.mode), "MODE_"), act_as=m.act_as,
+                   mode=enum_name(pb.Mode.Name(m.mode), "MODE_"), product=m.product,
+                   act_as=m.act_as,
                    send_from_note=m.send_from_note, policy_revision=m.policy_revision,
                    directory_revision=m.directory_revision, decision_id=m.decision_id, raw=m)
 

@@ -3,7 +3,7 @@
 One folder per organization (examples: `examples/exports/<org>/`); every file is JSON:
 
   organization.json      ours (no public API has it): org_id, name, data_centre, edition,
-                         products, mode, unified_since, integration_owner (a CRM user id),
+                         products, mode, integration_owner (a CRM user id),
                          integration_user_quota
   crm_users.json         CRM `GET /users`: {"users": [{id, zuid, email, full_name, status,
                          role: {name, id}, profile: {name, id}}]}

@@ -28,7 +28,7 @@ from authz.policy.errors import Location, PolicyError, Problem
 from authz.policy.sources import read_tree
 from authz.policy.yamlsrc import parse
 
-_ORG_KEYS = ("org_id", "name", "data_centre", "edition", "products", "mode", "unified_since",
+_ORG_KEYS = ("org_id", "name", "data_centre", "edition", "products", "mode",
              "integration_owner", "integration_user_quota")
 DIRECTORY = "tests/directory.yaml"  # beside the org's test suites; `make serve` seeds it
 
@@ -115,8 +115,6 @@ def _organization(r: JsonReader) -> dict[str, Any]:
             r.fail(("products", k), "unknown product", p, "books or subscriptions (Billing)")
     org["products"] = [p for p in catalog.PRODUCTS if p in products]
     org["mode"] = r.string(("mode",), False, choices=("legacy", "unified"), default="unified")
-    if since := r.text(("unified_since",), required=False):
-        org["unified_since"] = since
     org["integration_owner"] = r.text(("integration_owner",))
     org["integration_user_quota"] = r.integer(("integration_user_quota",), 1000)
     return org

@@ -206,7 +206,6 @@ def manifest_of(org: Organization, tree: PolicyTree) -> dict[str, Any]:
         "mode": org.mode,
         "effective_mode": effective,
         "mode_reason": mode_reason,
-        "unified_since": org.unified_since,
         "integration_owner": org.integration_owner,
         "integration_user_quota": org.integration_user_quota,
         "allow_self_approval": org.allow_self_approval,

@@ -90,7 +90,6 @@ class Organization:
     edition: str
     products: tuple[str, ...]
     mode: Literal["legacy", "unified"]
-    unified_since: str
     integration_owner: str
     integration_user_quota: int
     allow_self_approval: bool

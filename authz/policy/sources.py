@@ -307,6 +307,8 @@ def _read_org(
     if "organization.yaml" not in srcs:
         return None
     o = Reader(srcs["organization.yaml"], problems)
+    # `unified_since` is accepted for older revisions (policy diff) but never read: the server
+    # records the day the release reaches the organization (DOMAIN §6).
     o.mapping((), ("id", "name", "data_centre", "edition", "products", "mode", "unified_since",
                    "integration_owner", "integration_user_quota", "approvals"))
     org_id = o.string(("id",), pattern=_ORG_ID)
@@ -344,7 +346,6 @@ def _read_org(
         products=connected,
         mode=cast(Any, o.string(("mode",), required=False, choices=("legacy", "unified"),
                                 default="legacy")),
-        unified_since=o.string(("unified_since",), required=False),
         integration_owner=o.string(("integration_owner",)),
         integration_user_quota=o.integer(("integration_user_quota",), default=1000, minimum=0),
         allow_self_approval=o.boolean(("approvals", "allow_self_approval")),

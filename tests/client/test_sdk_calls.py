@@ -47,7 +47,8 @@ def test_attribute_and_list_filter_are_typed(server: ServerProc) -> None:
                     record=Record(total=500.0))  # its approval rule reads the total
         a = c.attribute(ORG, "u-sam", "create", "invoices", record_id="inv-1",
                         decision_id=d.decision_id)
-        assert (a.mode, a.act_as, a.identity.kind) == ("unified", "b-sam", "finance_user")
+        assert (a.mode, a.product, a.act_as, a.identity.kind) == (
+            "unified", "books", "b-sam", "finance_user")
         assert a.send_from_email == "sam@acme.example" and a.raw.decision_id == d.decision_id
         everything = c.list_filter(ORG, "u-fiona", "invoices")
         own = c.list_filter(ORG, "u-sam", "invoices", placeholder="dollar",
@@ -93,7 +94,8 @@ def test_async_client_has_the_same_calls(server: ServerProc) -> None:
             f = await c.list_filter(ORG, "u-fiona", "invoices")
             m = await c.migrate(ORG, "u-anna")
             many = await c.check_many([])
-        assert a.act_as == "b-sam" and f.scope == "all" and m.quota > 0 and many == []
+        assert (a.product, a.act_as) == ("books", "b-sam")
+        assert f.scope == "all" and m.quota > 0 and many == []
 
     asyncio.run(run())
 
