@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -224,6 +225,9 @@ class LogWriter:
         if self._spawn is None:
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
+        if seg.path.exists() and segment.shipped(seg.path) < seg.end and self._child:
+            with contextlib.suppress(OSError):
+                self._child.send_signal(signal.SIGWINCH)  # an idle shipper: ship now
         while seg.path.exists() and segment.shipped(seg.path) < seg.end:
             self._keep_child()
             if deadline is not None and time.monotonic() >= deadline:

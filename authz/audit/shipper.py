@@ -293,13 +293,24 @@ def follow(sink: Sink, log_dir: Path, owner: int, interval: float = 0.25,
     import signal
 
     stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    # SIGWINCH: the server waits for the log (QueryAudit, Attribute). A signal whose default
+    # is to be ignored, so one sent before this handler exists cannot kill the shipper.
+    wake = threading.Event()
+
+    def on_term(*_: object) -> None:
+        stopping.set()
+        wake.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGWINCH, lambda *_: wake.set())
+    idle = interval
     carrier = Carrier(sink, stopping)
     _shipping_lock(log_dir, str(owner), block=True)  # held until this process exits
     positions: dict[Path, int] = {}
     next_orphans = 0.0
     while True:
         own = sorted(log_dir.glob(f"seg-{owner}-*.log"), key=segment.order)
+        moved = False
         for i, path in enumerate(own):
             pos = positions.get(path)
             dedupe = pos is None
@@ -309,7 +320,7 @@ def follow(sink: Sink, log_dir: Path, owner: int, interval: float = 0.25,
                 entries, ends, _ = segment.read(path, pos, None, max_batch)  # a torn tail: later
                 if not entries or not carrier.store(entries, dedupe=dedupe):
                     break
-                dedupe = False
+                dedupe, moved = False, True
                 pos = positions[path] = ends[-1]
                 segment.mark_shipped(path, pos)
                 if len(entries) < max_batch:
@@ -324,4 +335,7 @@ def follow(sink: Sink, log_dir: Path, owner: int, interval: float = 0.25,
                     carrier.adopt(path, max_batch)
         if stopping.is_set() or os.getppid() != owner:
             return carrier
-        stopping.wait(interval)
+        # Idle: passes further apart (up to 2 s; idle CPU), at once again when woken.
+        idle = interval if moved else min(idle * 2, max(interval, 2.0))
+        wake.wait(idle)
+        wake.clear()

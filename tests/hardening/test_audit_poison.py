@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -98,6 +99,17 @@ def _hammer(address: str, n: int, poison_every: int = 0) -> tuple[list[str], lis
     return acked, failed
 
 
+def _settled(stub: Stub, quarantined: int) -> pb.VerifyAuditResponse:
+    """VerifyAudit once the trail has caught up (VerifyAudit waits up to 5 s for this
+    server's log; bisecting poison on a loaded machine may take longer)."""
+    deadline = time.monotonic() + 60
+    while True:
+        v: pb.VerifyAuditResponse = stub.VerifyAudit(pb.VerifyAuditRequest(org_id=ORG), timeout=10)
+        if v.quarantined >= quarantined or time.monotonic() > deadline:
+            return v
+        time.sleep(0.5)
+
+
 def _recorded(stub: Stub) -> set[str]:
     out: set[str] = set()
     token = ""
@@ -140,7 +152,7 @@ def test_batched_poison_is_quarantined_and_every_other_entry_written(
         assert failed == []  # batched answers before writing
         with grpc.insecure_channel(server.address) as ch:
             stub = Stub(ch)
-            v = stub.VerifyAudit(pb.VerifyAuditRequest(org_id=ORG), timeout=10)
+            v = _settled(stub, 4 * len(USERS))
             recorded = _recorded(stub)
         assert v.ok and v.quarantined == 4 * len(USERS), v
         assert len(set(acked) - recorded) == v.quarantined  # the rest all written
@@ -225,8 +237,8 @@ def test_log_pipeline_strict_poison_is_quarantined_and_nothing_else_fails(
         assert failed == [] and len(acked) == 40 * len(USERS)
         with grpc.insecure_channel(server.address) as ch:
             stub = Stub(ch)
+            v = _settled(stub, 4 * len(USERS))
             recorded = _recorded(stub)
-            v = stub.VerifyAudit(pb.VerifyAuditRequest(org_id=ORG), timeout=10)
         assert v.ok and v.quarantined == 4 * len(USERS), v
         assert len(set(acked) - recorded) == v.quarantined
     finally:
