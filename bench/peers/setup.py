@@ -5,6 +5,7 @@ compiled organizations, plus the two example organizations under authz/policies/
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import subprocess
 from concurrent.futures import ProcessPoolExecutor
@@ -53,7 +54,9 @@ def build(tmp: Path, count: int, examples: bool = False, cerbos: bool = True) ->
     folder = tmp / f"orgs-{count}"
     generated = folder / "generated"
     step = max(1, min(250, count // 2 or 1))
-    with ProcessPoolExecutor(2) as pool:
+    # spawn, not fork: by now this process holds gRPC channels, and a forked child that
+    # finalizes one waits forever on a thread it does not have.
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         list(pool.map(_compile, [(generated, a, min(count, a + step))
                                  for a in range(0, count, step)]))
     url = f"sqlite:///{folder}/authz.db"
