@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, Future
 from typing import Any
@@ -51,6 +52,8 @@ from .logs import event
 from .resources import InFlight
 from .security import Authenticator, Forbidden, Unauthenticated, authorize
 from .service import AuthzService, in_thread
+
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")  # a UTF-16 surrogate, escaped or raw
 
 log = logging.getLogger("authz.server")
 _RPC = "/" + pb.DESCRIPTOR.services_by_name["AuthzService"].full_name + "/"
@@ -253,6 +256,12 @@ class AuthzenApi:
             raise InvalidArgument("request", problem) from None
         if not isinstance(body, dict):
             raise InvalidArgument("request", "must be a JSON object")
+        if _SURROGATE.search(raw):  # "\ud800" parses, but is no text a field can hold
+            try:
+                json.dumps(body, ensure_ascii=False).encode()
+            except UnicodeEncodeError:
+                raise InvalidArgument("request", "a string holds a lone UTF-16 surrogate: "
+                                      "not valid Unicode") from None
         return body
 
     def _parts(self) -> tuple[Any, Any]:

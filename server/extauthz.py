@@ -35,7 +35,6 @@ from typing import Any
 import grpc
 from google.rpc import code_pb2, status_pb2
 
-from authz.audit.writer import AuditUnavailable
 from authz.decision import Decision
 from authz.errors import (
     AuthzError,
@@ -211,7 +210,8 @@ class ExtAuthzService(ext_grpc.AuthorizationServicer):  # type: ignore[misc]
             await audit.wait(recorded, deadline)  # strict audit: recorded before Envoy lets it by
         except AuthzError as exc:
             return refusal(exc)
-        except AuditUnavailable as exc:  # its text may be the store's: never the client's
+        except Exception as exc:  # store, audit, bugs: a denial, never a gRPC error that an
+            # Envoy with failure_mode_allow would let through; the text goes to the log only
             public = failure(exc, "ext_authz")
             return deny(code_pb2.UNAVAILABLE, http.ServiceUnavailable, public.message,
                         public.reason.lower())

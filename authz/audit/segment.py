@@ -121,10 +121,12 @@ def remove(path: Path) -> None:
 
 
 def default_log_dir(db_url: str, configured: str = "") -> Path:
-    """The log folder for a store: `configured`; else `audit-log` beside an SQLite file;
-    else var/audit-log/<digest of the URL>, so one store's log never ships to another."""
+    """The log folder for a store: `configured`; else `<file>.audit-log` beside an SQLite
+    file (two stores in one folder keep two logs); else var/audit-log/<digest of the URL>,
+    so one store's log never ships to another."""
     if configured:
         return Path(configured)
     if db_url.startswith("sqlite:///"):
-        return Path(db_url.removeprefix("sqlite:///").split("?", 1)[0]).parent / "audit-log"
+        db_file = Path(db_url.removeprefix("sqlite:///").split("?", 1)[0])
+        return db_file.parent / (db_file.name + ".audit-log")
     return Path("var/audit-log") / hashlib.sha256(db_url.encode()).hexdigest()[:12]

@@ -39,7 +39,9 @@ from authz.policy.compiler import INTEGRATION_ROLE, approver_key
 
 MAX_FIELDS = 200
 MAX_TEXT = 256
-_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
+# Field names as the policy spells them (lower-case snake_case): "Discount" or
+# "discount.x" would otherwise miss the rule for "discount" and slip past it.
+_FIELD = re.compile(r"^[a-z_][a-z0-9_]{0,127}$")
 
 
 class PolicyView(Protocol):
@@ -85,6 +87,12 @@ def validate(req: CheckRequest) -> None:
                               "has it (e.g. draft, pending_approval, approved, sent, viewed, paid)")
     if rec.total is not None and (math.isnan(rec.total) or math.isinf(rec.total)):
         raise InvalidArgument("record.total", "must be a finite number")
+    if rec.total is not None and rec.total < 0:
+        raise InvalidArgument("record.total", "must not be negative")
+    for name, text in (("created_by", rec.created_by), ("owner", rec.owner),
+                       ("customer_id", rec.customer_id)):
+        if text != text.strip():  # " fiona@..." would not match Fiona for self-approval
+            raise InvalidArgument(f"record.{name}", "must not start or end with white space")
     if rec.approval_level < 0 or rec.approval_level > 10:
         raise InvalidArgument("record.approval_level", "must be between 0 and 10")
     for name, fields in (("read_fields", req.read_fields), ("write_fields", req.write_fields)):
@@ -92,7 +100,8 @@ def validate(req: CheckRequest) -> None:
             raise InvalidArgument(name, f"more than {MAX_FIELDS} fields")
         for f in fields:
             if not _FIELD.match(f):
-                raise InvalidArgument(name, f"invalid field name '{f[:64]}'")
+                raise InvalidArgument(name, f"invalid field name '{f[:64]}': field names are "
+                                      "lower-case snake_case, as in the policy")
 
 
 def _invalid_target(req: CheckRequest) -> None:
@@ -418,6 +427,10 @@ def _check_approver(ctx: _Ctx, v: PolicyView, approval: ModuleApprovalInfo, crm:
     if flow is None or flow.outcome != "levels":
         return ctx.deny(Reason.NOT_APPROVER, f"no approval rule with levels applies to this "
                         f"{module} record")
+    if not rec.approval_level and flow.levels > 1:
+        raise InvalidArgument("record.approval_level", f"required: approval rule {flow.id} of "
+                              f"{product} {module} has {flow.levels} levels; name the level "
+                              "the record waits at")
     level = rec.approval_level or 1
     if level > flow.levels:
         return ctx.deny(Reason.NOT_APPROVER, f"approval rule {flow.id} has {flow.levels} "

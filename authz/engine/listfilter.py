@@ -15,7 +15,8 @@ Filter format (JSON-friendly dicts):
     lower-case already (a record's creator, compared with every identity of the user)
   {"op": "range", "field": "total", "lo": x|null, "lo_closed": b, "hi": x|null, "hi_closed": b}
 Fields: owner, customer_id, status, location, total, approval_level, created_by.
-An empty status counts as unapproved; an approval_level of 0 counts as level 1.
+An empty status counts as unapproved; an approval_level of 0 counts as level 1 in a
+one-level flow (in a flow of several levels, no level matches it).
 """
 
 from __future__ import annotations
@@ -86,8 +87,10 @@ def _reads_total(approval: ModuleApprovalInfo) -> bool:
     return bool(approval.flows) and approval.flows[0].has_criteria
 
 
-def _level_is(level: int) -> Filter:
-    values = [0, 1] if level == 1 else [level]
+def _level_is(level: int, levels: int) -> Filter:
+    """A record at `level`; an unset level (0) counts as level 1 only in a one-level flow
+    (Check refuses an approval without its level where the rule has several)."""
+    values = [0, 1] if level == 1 and levels == 1 else [level]
     return {"op": "in", "field": "approval_level", "values": values}
 
 
@@ -110,9 +113,9 @@ def _approver_cond(view: PolicyView, approval: ModuleApprovalInfo, roles: tuple[
         levels: list[Filter] = []
         for n in range(1, flow.levels + 1):
             if is_named(view, email, uid, product, module, flow.id, n):
-                levels.append(_level_is(n))
+                levels.append(_level_is(n, flow.levels))
             elif view.is_approver(roles, "", product, module, flow.id, n):
-                levels.append(and_(_level_is(n), by_role))
+                levels.append(and_(_level_is(n, flow.levels), by_role))
         options.append(and_(applies, or_(*levels)))
     return or_(*options)
 

@@ -73,3 +73,12 @@ def test_the_record_carries_every_field_the_store_seals() -> None:
     sealed_elsewhere = {"seq", "prev_hash", "hash"}
     names = tuple(f.name for f in dataclasses.fields(AuditEntry) if f.name not in sealed_elsewhere)
     assert names == segment._FIELDS
+
+
+def test_two_sqlite_stores_in_one_folder_keep_two_logs(tmp_path: Path) -> None:
+    """A crashed server's entries were once adopted by another store's shipper in the same
+    folder (and chained into the wrong trail): each store file has a log folder of its own."""
+    a = segment.default_log_dir(f"sqlite:///{tmp_path / 'a.db'}")
+    b = segment.default_log_dir(f"sqlite:///{tmp_path / 'b.db'}")
+    assert a != b and a.parent == b.parent == tmp_path
+    assert segment.default_log_dir(f"sqlite:///{tmp_path / 'a.db'}?timeout=5") == a

@@ -88,7 +88,7 @@ def test_batched_sigkill_loses_no_answered_decision(tmp_path: Path, pipeline: st
     run_authz("audit", "ship", "--db", url)  # whatever the restarted server left
     ids = _trail_ids(url)
     assert len(ids) == len(set(ids))  # nothing shipped twice
-    assert list((tmp_path / "audit-log").glob("seg-*.log")) == []  # all shipped, removed
+    assert list((tmp_path / "authz.db.audit-log").glob("seg-*.log")) == []  # all shipped, removed
 
 
 def test_workers_each_log_their_own_segment_and_one_chain_holds(tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ def test_workers_each_log_their_own_segment_and_one_chain_holds(tmp_path: Path) 
         assert ready.wait(60), server.log()
         deadline = time.monotonic() + 30  # the second worker may still be starting
         while True:
-            segments = {p.name.split("-")[1] for p in (tmp_path / "audit-log").glob("seg-*.log")}
+            segments = {p.name.split("-")[1] for p in (tmp_path / "authz.db.audit-log").glob("seg-*.log")}
             if len(segments) == 2 or time.monotonic() > deadline:
                 break
             time.sleep(0.1)

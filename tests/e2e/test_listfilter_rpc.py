@@ -59,8 +59,10 @@ def allowed_by_checks(stub: authz_pb2_grpc.AuthzServiceStub, user: str, module: 
     resp = stub.CheckBatch(pb.CheckBatchRequest(requests=reqs), timeout=10)
     out = set()
     for r, res in zip(RECORDS, resp.results, strict=True):
-        if res.WhichOneof("result") == "error":  # a rule reads the total this record lacks
-            assert res.error.message.startswith(f"requests[{r['id']}].record.total: "), res
+        if res.WhichOneof("result") == "error":  # a rule reads the total (or, with several
+            # levels, the approval level) this record lacks: never allowed
+            assert res.error.message.startswith(tuple(
+                f"requests[{r['id']}].record.{f}: " for f in ("total", "approval_level"))), res
             continue
         if res.response.decision == pb.DECISION_ALLOW:
             out.add(r["id"])
