@@ -50,8 +50,11 @@ class Store:
 
     def __init__(self, engine: Engine, *, refresh_interval: float = 1.0, revision_wait: float = 2.0,
                  revision_poll: float = 0.025, max_staleness: float = 30.0,
-                 cache_size: int = 20_000) -> None:
+                 cache_size: int = 20_000, max_revision_waiters: int = 4) -> None:
         self.engine = engine
+        # Waits for a revision hold a worker thread each: a flood of unreachable
+        # `min_revision`s must not take every thread from every other organization.
+        self._waiters = threading.BoundedSemaphore(max_revision_waiters)
         self.refresh_interval = refresh_interval
         self.max_staleness = max_staleness
         self.revision_wait = revision_wait
@@ -168,6 +171,17 @@ class Store:
         The wait draws on the request's budget (authz.budget): every wait of one request
         ends by the same time, at most `revision_wait` after its first wait and never
         after the call's deadline, and ends early when the caller goes away."""
+        if min_revision <= 0:
+            return self._wait_loop(org_id, min_revision, lock)
+        if not self._waiters.acquire(blocking=False):
+            raise FailedPrecondition(f"directory revision {min_revision} not reached: too many "
+                                     "calls are waiting for a revision; ask again shortly")
+        try:
+            return self._wait_loop(org_id, min_revision, lock)
+        finally:
+            self._waiters.release()
+
+    def _wait_loop(self, org_id: str, min_revision: int, lock: threading.Lock) -> DirectorySnapshot:
         budget = current_budget()
         deadline = budget.wait_until(self.revision_wait) if min_revision > 0 else 0.0
         seen = -1
@@ -383,7 +397,8 @@ class Store:
 
 def open_store(url: str = DEFAULT_URL, *, refresh_interval: float = 1.0, revision_wait: float = 2.0,
                max_staleness: float = 30.0, busy_timeout: float = 5.0, cache_size: int = 20_000,
-               pool_size: int = 5, upgrade: bool = False, echo: bool = False) -> Store:
+               pool_size: int = 5, upgrade: bool = False, echo: bool = False,
+               max_revision_waiters: int = 4) -> Store:
     """Open the store at `url` (sqlite:///path, created if missing, or postgresql+psycopg://...).
 
     `upgrade=True` runs migrations first (tests, single-node set-ups); replicas should rather
@@ -391,7 +406,8 @@ def open_store(url: str = DEFAULT_URL, *, refresh_interval: float = 1.0, revisio
     """
     engine = make_engine(url, busy_timeout=busy_timeout, pool_size=pool_size, echo=echo)
     store = Store(engine, refresh_interval=refresh_interval, revision_wait=revision_wait,
-                  max_staleness=max_staleness, cache_size=cache_size)
+                  max_staleness=max_staleness, cache_size=cache_size,
+                  max_revision_waiters=max_revision_waiters)
     if upgrade:
         store.upgrade()
     return store

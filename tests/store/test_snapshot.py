@@ -276,3 +276,23 @@ def test_ping_keeps_one_connection_and_survives_losing_it(open_: OpenStore) -> N
     store.ping()  # reconnected, not an outage
     store.close()
     assert store._ping_conn is None  # closed with the store
+
+
+def test_a_flood_of_unreachable_revisions_holds_only_a_few_threads(open_: OpenStore) -> None:
+    """Each wait for a revision holds a worker thread: past the cap, a wait is refused at
+    once instead of taking the threads every other organization's calls need."""
+    store = open_(revision_wait=5, max_revision_waiters=1)
+    store.upgrade()
+    store.import_directory(ORG, [ANNA], [])
+    def wait() -> None:
+        with pytest.raises(FailedPrecondition, match="revision 99 not reached; at 1"):
+            store.snapshot(ORG, min_revision=99)
+
+    waiting = threading.Thread(target=wait)
+    waiting.start()
+    assert eventually(lambda: store._waiters._value == 0)  # the one wait holds the one slot
+    with pytest.raises(FailedPrecondition, match="too many calls are waiting"):
+        store.snapshot(ORG, min_revision=99)
+    assert store.snapshot(ORG).revision == 1  # a call with nothing to wait for is answered
+    waiting.join(10)
+    assert not waiting.is_alive()
