@@ -133,6 +133,13 @@ def states_of(module: str) -> tuple[str, ...]:
     return (*APPROVAL_STATES, *life) if life is not None else ()
 
 
+#: States past approval, per module: approved, then the module's own lifecycle. Any other
+#: state (draft, none given, or another module's, such as "accepted" on an invoice) counts
+#: as not approved: never allow for lack of information.
+PAST_APPROVAL: Final[dict[str, frozenset[str]]] = {
+    m: frozenset(("approved", *life)) for m, life in LIFECYCLES.items()}
+APPROVED_ONLY: Final[frozenset[str]] = frozenset({"approved"})
+
 #: Record states some module knows; Check refuses any other status, naming it.
 RECORD_STATES: Final[frozenset[str]] = frozenset(
     s for m in LIFECYCLES for s in states_of(m))

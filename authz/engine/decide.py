@@ -288,7 +288,7 @@ def decide_valid(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot,
     approval = org.approvals.get((product, module))
     approval_on = approval is not None and approval.type != "none"
     status = rec.status
-    unapproved = status in catalog.UNAPPROVED_STATES or not status
+    unapproved = status not in catalog.PAST_APPROVAL.get(module, catalog.APPROVED_ONLY)
     if approval is not None and approval_on:
         if action in approval.blocked and unapproved:
             return ctx.deny(Reason.BLOCKED_UNTIL_APPROVED,

@@ -38,7 +38,6 @@ TRUE: Filter = {"op": "true"}
 FALSE: Filter = {"op": "false"}
 FIELDS = ("owner", "customer_id", "status", "location", "total", "approval_level",
           "created_by")
-_UNAPPROVED = sorted(catalog.UNAPPROVED_STATES | {""})
 
 
 def and_(*args: Filter) -> Filter:
@@ -179,7 +178,8 @@ def _product_rules(org: OrgIndex, v: PolicyView, fin: Any, roles: tuple[str, ...
     if fin is not None and fin.locations:
         conds.append({"op": "in", "field": "location", "values": sorted(fin.locations)})
     approval = org.approvals.get((product, module))
-    unapproved: Filter = {"op": "in", "field": "status", "values": _UNAPPROVED}
+    unapproved: Filter = {"op": "not_in", "field": "status", "values": sorted(
+        catalog.PAST_APPROVAL.get(module, catalog.APPROVED_ONLY))}
     if approval is not None and approval.type != "none":
         if action in approval.blocked:
             conds.append(not_(unapproved))

@@ -7,7 +7,8 @@ the landed main), against a real server: each was answered ALLOW before.
 - a negative total matched the "small invoice" rule and was approved automatically;
 - an approval with no level in a rule of several levels was taken as level 1, so a
   level-1 approver approved a record waiting at level 2;
-- a lone UTF-16 surrogate in AuthZEN JSON was a 500, not a 400 naming the request.
+- a lone UTF-16 surrogate in AuthZEN JSON was a 500, not a 400 naming the request;
+- another module's state ("accepted" on an invoice) counted as past approval.
 """
 
 from __future__ import annotations
@@ -79,3 +80,16 @@ def test_a_lone_surrogate_is_a_400_naming_the_request(server: ServerProc) -> Non
         "subject": subject("u-sam"), "action": {"name": "view"},
         "resource": {"type": "invoices", "id": "\U0001f600"}})
     assert status == 200, found
+
+
+@pytest.mark.parametrize(("status", "blocked"), [("accepted", True), ("open", True),
+                                                 ("draft", True), ("sent", False)])
+def test_another_modules_state_is_not_past_approval(stub: authz_pb2_grpc.AuthzServiceStub,
+                                                    status: str, blocked: bool) -> None:
+    """"accepted" is an estimate's state: on an invoice it says nothing of approval, so
+    e-mailing the invoice stays blocked (it was allowed as if approved)."""
+    req = pb.CheckRequest(org_id=ORG, user="u-sam", action="email", module="invoices",
+                          record=pb.Record(owner="u-sam", status=status,
+                                           total=DoubleValue(value=5000)))
+    answer = stub.Check(req, timeout=10)
+    assert (answer.reason == pb.REASON_BLOCKED_UNTIL_APPROVED) == blocked, answer
