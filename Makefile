@@ -23,11 +23,11 @@ install: $(STAMP)
 
 # Generated gRPC stubs (client/v1/*_pb2*.py, typed .pyi; imported as authz_client.v1 or authz.v1); never edited by hand.
 proto: $(STAMP)
-	$(BIN)/python -m authz_server.codegen
+	$(BIN)/python -m tools.codegen
 
 # Fails when committed stubs differ from what proto/ generates.
 proto-check: $(STAMP)
-	$(BIN)/python -m authz_server.codegen --check
+	$(BIN)/python -m tools.codegen --check
 
 # API hygiene: buf lint (buf.yaml) and buf breaking against the last released API image
 # under proto/releases/ (highest version). `make proto-release VERSION=v1.1.0` records a
@@ -52,7 +52,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy authz server client
+	$(BIN)/mypy authz server client tools
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from authz import catalog
 from authz.decision import Identity, IdentityKind, Mode
 from authz.directory import DirectorySnapshot
-from authz.engine.decide import validate_target
 from authz.engine.identity import resolve
 from authz.engine.index import OrgIndex
 from authz.engine.mode import legacy_reason
+from authz.engine.validate import validate_target
 from authz.errors import InvalidArgument, PermissionDenied
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 
 CrmStatus = Literal["active", "disabled"]
 FinanceStatus = Literal["active", "inactive"]
+DEFAULT_QUOTA = 1000  # integration users an organization may have unless raised (DOMAIN §6)
 
 
 def email_key(email: str) -> str:

@@ -93,10 +93,10 @@ def _sync_servicer(db: str, policy_dir: str) -> Any:
     from authz.engine.engine import Engine, PolicySet
     from authz.errors import AuthzError
     from authz.v1 import authz_pb2_grpc
-    from authz_server import convert
-    from authz_server.app import open_store
-    from authz_server.audit_rpc import open_audit
-    from authz_server.config import Config
+    from authz_server.api import convert
+    from authz_server.api.audited import open_audit
+    from authz_server.process.app import open_store
+    from authz_server.process.config import Config
 
     store = open_store(db)
     policies = PolicySet(Path(policy_dir))

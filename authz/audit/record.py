@@ -16,7 +16,7 @@ _second: tuple[int, str] = (-1, "")  # the last second stamped, and its text
 
 
 def now_stamp() -> str:
-    """Fixed-width ISO 8601 UTC (as authz.store.audit.stamp writes it): hashed as text, so it
+    """Fixed-width ISO 8601 UTC (as authz.store.audit_query.stamp writes it): hashed as text, so it
     must round-trip exactly. From time.time() because it runs on every decision, and is
     about twice as fast as datetime.strftime; the text of the second is formatted once a
     second (a tuple swap: safe across threads)."""

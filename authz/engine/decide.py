@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import math
 import os
-import re
-from typing import Protocol
 
 from authz import catalog
 from authz.decision import (
@@ -29,101 +26,18 @@ from authz.decision import (
     Reason,
     Record,
 )
-from authz.directory import CrmUser, DirectorySnapshot, FinanceUser
+from authz.directory import CrmUser, DirectorySnapshot
+from authz.engine.approvers import PolicyView, _uid, _user_email, _user_label, approves, is_named
 from authz.engine.explain import sources as explain_sources
 from authz.engine.identity import resolve_cached
 from authz.engine.index import FlowInfo, ModuleApprovalInfo, OrgIndex
 from authz.engine.mode import legacy_reason
+from authz.engine.validate import _PRODUCTS_WITH, validate
 from authz.errors import InvalidArgument
 from authz.policy.compiler import INTEGRATION_ROLE, approver_key
 
-MAX_FIELDS = 200
-MAX_TEXT = 256
-# Field names as the policy spells them (lower-case snake_case): "Discount" or
-# "discount.x" would otherwise miss the rule for "discount" and slip past it.
-_FIELD = re.compile(r"^[a-z_][a-z0-9_]{0,127}$")
-
-
-class PolicyView(Protocol):
-    """The questions a decision asks of an organization's Casbin policy."""
-
-    def grant(self, roles: tuple[str, ...], product: str, module: str, action: str,
-              assigned: bool, channel: str) -> object | None: ...
-
-    def masks(self, roles: tuple[str, ...], product: str, module: str
-              ) -> tuple[tuple[str, ...], tuple[str, ...]]: ...
-
-    def is_approver(self, roles: tuple[str, ...], email: str, product: str, module: str,
-                    flow: str, level: int) -> bool: ...
-
-    def is_named_approver(self, email: str, product: str, module: str, flow: str,
-                          level: int) -> bool: ...
-
-
-#: (product, module, action) triples a request may name ("" product: any); checked in one
-#: lookup on the hot path, the detailed checks below only run to name what is wrong.
-_VALID_TARGETS = frozenset(
-    (p, m, a) for m in catalog.ALL_MODULES for a in catalog.actions_for(m)
-    for p in ("", *catalog.products_with(m)))
 #: Channel values as plain text (an enum's `.value` is a property call on the hot path).
 _CHANNEL_TEXT = {c: c.value for c in Channel}
-#: catalog.products_with, precomputed.
-_PRODUCTS_WITH = {m: catalog.products_with(m) for m in catalog.ALL_MODULES}
-
-
-def validate(req: CheckRequest) -> None:
-    """Reject malformed requests before any work, naming the field."""
-    if not req.org_id:
-        raise InvalidArgument("org_id", "required")
-    if not req.user or not req.user.strip():
-        raise InvalidArgument("user", "required: a CRM user id or e-mail address")
-    if len(req.user) > MAX_TEXT:
-        raise InvalidArgument("user", f"longer than {MAX_TEXT} characters")
-    if (req.product, req.module, req.action) not in _VALID_TARGETS:
-        _invalid_target(req)
-    rec = req.record
-    if rec.status and rec.status not in catalog.RECORD_STATES:
-        raise InvalidArgument("record.status", f"unknown status '{rec.status[:64]}': no module "
-                              "has it (e.g. draft, pending_approval, approved, sent, viewed, paid)")
-    if rec.total is not None and (math.isnan(rec.total) or math.isinf(rec.total)):
-        raise InvalidArgument("record.total", "must be a finite number")
-    if rec.total is not None and rec.total < 0:
-        raise InvalidArgument("record.total", "must not be negative")
-    for name, text in (("created_by", rec.created_by), ("owner", rec.owner),
-                       ("customer_id", rec.customer_id)):
-        if text != text.strip():  # " fiona@..." would not match Fiona for self-approval
-            raise InvalidArgument(f"record.{name}", "must not start or end with white space")
-    if rec.approval_level < 0 or rec.approval_level > 10:
-        raise InvalidArgument("record.approval_level", "must be between 0 and 10")
-    for name, fields in (("read_fields", req.read_fields), ("write_fields", req.write_fields)):
-        if len(fields) > MAX_FIELDS:
-            raise InvalidArgument(name, f"more than {MAX_FIELDS} fields")
-        for f in fields:
-            if not _FIELD.match(f):
-                raise InvalidArgument(name, f"invalid field name '{f[:64]}': field names are "
-                                      "lower-case snake_case, as in the policy")
-
-
-def _invalid_target(req: CheckRequest) -> None:
-    """Name what is wrong with the request's module, product or action."""
-    validate_target(req.module, req.action, req.product)
-
-
-def validate_target(module: str, action: str, product: str = "") -> None:
-    """Refuse a module, product or action the suite does not have, naming the field (every
-    door that names an operation: Check, Attribute, ...)."""
-    if (product, module, action) in _VALID_TARGETS:
-        return
-    if module not in catalog.ALL_MODULES:
-        raise InvalidArgument("module", f"unknown module '{module[:64]}'")
-    if product and product not in catalog.PRODUCTS:
-        raise InvalidArgument("product", f"unknown product '{product[:64]}'; expected one of "
-                              + ", ".join(catalog.PRODUCTS))
-    if product and module not in catalog.MODULES[product]:
-        raise InvalidArgument("module", f"'{module}' is not a {product} module")
-    if action not in catalog.actions_for(module):
-        raise InvalidArgument("action", f"unknown action '{action[:64]}' on {module}; expected "
-                              "one of " + ", ".join(catalog.actions_for(module)))
 
 
 def _new_id() -> str:
@@ -493,45 +407,3 @@ def _obligation(ctx: _Ctx, v: PolicyView, flow: FlowInfo | None, email: str,
                                                    for u in approver_users))
 
 
-def approves(v: PolicyView, roles: tuple[str, ...], email: str, uid: str,
-             product: str, module: str, flow: str, level: int) -> bool:
-    """Whether the user approves at this level: by role, by e-mail, or named by `uid`, their
-    user id in the product (importing from Books keeps Books user ids as approvers' ids)."""
-    if v.is_approver(roles, email, product, module, flow, level):
-        return True
-    return bool(uid) and v.is_approver((), approver_key(product, uid), product, module, flow,
-                                       level)
-
-
-def is_named(v: PolicyView, email: str, uid: str, product: str, module: str, flow: str,
-             level: int) -> bool:
-    """Whether the user is named at this level as a person (by e-mail, or by `uid`, their
-    user id in the product), not through a role."""
-    return (bool(email) and v.is_named_approver(email, product, module, flow, level)) or (
-        bool(uid) and v.is_named_approver(approver_key(product, uid), product, module, flow,
-                                          level))
-
-
-def _uid(identity: Identity, product: str) -> str:
-    if product == catalog.BOOKS:
-        return identity.books_user_id
-    return identity.subscriptions_user_id if product == catalog.SUBSCRIPTIONS else ""
-
-
-def _named(snap: DirectorySnapshot, user: str) -> FinanceUser | None:
-    product, _, uid = user.partition(":")
-    return None if "@" in user else snap.finance_by_id.get((product, uid))
-
-
-def _user_label(snap: DirectorySnapshot, user: str) -> str:
-    """An approver as a person reads it: the e-mail, or the name behind a product user id."""
-    if "@" in user:
-        return user
-    product, _, uid = user.partition(":")
-    fin = _named(snap, user)
-    return f"{fin.name} ({product} user {uid})" if fin else f"{product} user {uid}"
-
-
-def _user_email(snap: DirectorySnapshot, user: str) -> str:
-    fin = _named(snap, user)
-    return fin.email if fin is not None else user

@@ -17,8 +17,9 @@ from typing import Protocol
 
 from authz.decision import CheckRequest, Decision
 from authz.directory import DirectorySnapshot
-from authz.engine.decide import decide_valid, validate
+from authz.engine.decide import decide_valid
 from authz.engine.index import OrgIndex, load_org
+from authz.engine.validate import validate
 from authz.errors import AuthzError, FailedPrecondition, UnknownOrganization
 from authz.policy import integrity
 

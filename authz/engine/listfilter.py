@@ -27,7 +27,8 @@ from typing import Any
 from authz import catalog
 from authz.decision import Channel
 from authz.directory import DirectorySnapshot
-from authz.engine.decide import PolicyView, is_named, own_identities
+from authz.engine.approvers import PolicyView, is_named
+from authz.engine.decide import own_identities
 from authz.engine.identity import resolve
 from authz.engine.index import FlowInfo, ModuleApprovalInfo, OrgIndex
 from authz.engine.mode import legacy_reason

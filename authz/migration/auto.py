@@ -19,8 +19,9 @@ import sqlalchemy as sa
 
 from authz.directory import CrmUser, FinanceUser
 from authz.migration import plan
+from authz.migration.jobs import Job
+from authz.migration.service import MigrationStore, quota_in, read_snapshot
 from authz.store import orgmode
-from authz.store.migration import Job, MigrationStore, quota_in, read_snapshot
 from authz.store.migration_schema import org_signups
 from authz.store.store import Store
 
@@ -107,7 +108,7 @@ def sign_up(ms: MigrationStore, org_id: str, admin: CrmUser, users: Sequence[Crm
     ms.store.invalidate(org_id)
     if not integration_user_ids:
         return None
-    from authz.store.jobs import run_job
+    from authz.migration.runner import run_job
 
     job = ms.apply(org_id, admin.id, list(integration_user_ids), "signup")
     return run_job(ms, org_id, job.job_id)

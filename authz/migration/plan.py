@@ -10,9 +10,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from authz.directory import DEFAULT_QUOTA as DEFAULT_QUOTA
 from authz.directory import CrmUser, DirectorySnapshot, OrgMode
 
-DEFAULT_QUOTA = 1000
 NOT_STARTED = OrgMode()  # no window recorded yet, not unified
 
 

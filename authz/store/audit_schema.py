@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from authz.store.schema import metadata
+from authz.store.metadata import metadata
 
 # `at` is ISO 8601 UTC text in one fixed width (2025-06-01T12:00:00.000000Z): it is part
 # of the hashed content, so it must read back byte for byte, and fixed width makes text

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from authz.store.schema import metadata
+from authz.store.metadata import metadata
 
 # One row per apply request. (org_id, request_key) makes apply idempotent: a retried
 # request finds its job instead of starting a second one.

@@ -15,9 +15,16 @@ from typing import Any, Generic, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from authz.directory import CrmStatus, CrmUser, FinanceStatus, FinanceUser, IntegrationUser, email_key
+from authz.directory import (
+    DEFAULT_QUOTA,
+    CrmStatus,
+    CrmUser,
+    FinanceStatus,
+    FinanceUser,
+    IntegrationUser,
+    email_key,
+)
 from authz.errors import InvalidArgument
-from authz.migration.plan import DEFAULT_QUOTA
 from authz.store import schema
 from authz.store.migration_schema import integration_quotas, migration_job_items, migration_jobs
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-metadata = sa.MetaData()
+from authz.store.metadata import metadata as metadata
 
 organizations = sa.Table(
     "organizations",

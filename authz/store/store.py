@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from authz.budget import current as current_budget
 from authz.directory import CrmUser, DirectorySnapshot, FinanceUser, IntegrationUser, OrgMode
 from authz.errors import FailedPrecondition, InvalidArgument
-from authz.store import migrations, orgmode, rows, schema
+from authz.store import orgmode, rows, schema, schema_upgrade
 from authz.store.cache import Entry, SnapshotCache
 from authz.store.connect import DEFAULT_URL, WRITE, consistent_read, insert_ignore, make_engine
 
@@ -74,15 +74,15 @@ class Store:
 
     def upgrade(self) -> str:
         """Run Alembic migrations up to head; returns the schema revision reached."""
-        return migrations.upgrade(self.engine)
+        return schema_upgrade.upgrade(self.engine)
 
     def schema_revision(self) -> str | None:
         """The database's schema revision (None: never upgraded)."""
-        return migrations.current(self.engine)
+        return schema_upgrade.current(self.engine)
 
     def require_current_schema(self) -> None:
         """Fail early (at server start) rather than on the first request after a deploy."""
-        at, head = self.schema_revision(), migrations.head()
+        at, head = self.schema_revision(), schema_upgrade.head()
         if at != head:
             raise FailedPrecondition(f"database schema at {at or 'nothing'}, this code needs {head}: "
                                      "run `authz db upgrade`")

@@ -1,7 +1,7 @@
 """The gRPC stubs, by their historical name: an alias of `authz_client.v1`.
 
 The stubs are generated once, into the client package (`make proto`; see
-authz_server.codegen), because the client wheel is installed alone and must carry them.
+tools.codegen), because the client wheel is installed alone and must carry them.
 Server code and tests import them as `authz.v1` or `authz_client.v1`: both names are the
 same module objects, so each message class exists once.
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from authz_server.config import ConfigError, load
+from authz_server.process.config import ConfigError, load
 
 
 def test_audit_defaults_to_batched_blocking() -> None:

@@ -18,8 +18,8 @@ from google.rpc import error_details_pb2, status_pb2
 
 from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc
-from authz_server.config import Config, ConfigError
-from authz_server.workers import worker_configs
+from authz_server.process.config import Config, ConfigError
+from authz_server.process.workers import worker_configs
 from tests.e2e.serverproc import ServerProc, start_server
 
 ORG = "acme-eu"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from authz_server.devcerts import make_dev_certs
+from authz_server.cli.devcerts import make_dev_certs
 from tests.e2e.serverproc import AUTHZ, ServerProc, free_port, seed, server_env, start_server
 
 QUESTION = ("--org", "acme-eu", "--user", "u-sam", "--action", "view", "--module", "invoices")

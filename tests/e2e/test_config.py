@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from authz_server.config import DEFAULT_DB, ConfigError, load
+from authz_server.process.config import DEFAULT_DB, ConfigError, load
 
 
 def test_precedence(tmp_path: Path) -> None:

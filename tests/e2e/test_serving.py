@@ -9,9 +9,9 @@ import pytest
 
 from authz.errors import InvalidArgument
 from authz.v1 import authz_pb2 as pb
-from authz_server import limits
-from authz_server.config import Config, ConfigError, load
-from authz_server.workers import worker_configs
+from authz_server.edge import limits
+from authz_server.process.config import Config, ConfigError, load
+from authz_server.process.workers import worker_configs
 
 
 def test_serving_settings_from_environment() -> None:

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from authz.decision import CheckRequest, Decision
 from authz.directory import DirectorySnapshot
-from authz.engine.decide import PolicyView, decide
+from authz.engine.approvers import PolicyView
+from authz.engine.decide import decide
 from authz.engine.index import OrgIndex, load_org
 from authz.engine.reference import ReferenceView
 from authz.errors import AuthzError

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from authz_server.devcerts import make_dev_certs
-from authz_server.security import hash_token
+from authz_server.cli.devcerts import make_dev_certs
+from authz_server.edge.auth import hash_token
 from tests.e2e.serverproc import ServerProc, free_port, seed, start_server
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from authz_server.config import Config, ConfigError
-from authz_server.security import check_config
+from authz_server.edge.auth import check_config
+from authz_server.process.config import Config, ConfigError
 from tests.e2e.serverproc import ServerProc, free_port, seed, start_server
 from tests.hardening.conftest import wait_logged_serving, write_callers
 

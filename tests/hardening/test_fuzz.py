@@ -392,7 +392,7 @@ def test_fuzz_request_files(fuzz_server: tuple[ServerProc, dict[str, str]],
     """What `authz check --request` does, in process: read and validate the file (a
     refusal names file and line), then send what passed to the server."""
     from authz_server.cli import build_parser
-    from authz_server.requestfile import RequestFileError, merge, question
+    from authz_server.cli.requestfile import RequestFileError, merge, question
 
     server, tokens = fuzz_server
     work = tmp_path_factory.mktemp("requests")

@@ -24,7 +24,7 @@ import pytest
 from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc as pb_grpc
 from authz_client import AuthzClient, AuthzRpcError
-from authz_server.devcerts import _leaf
+from authz_server.cli.devcerts import _leaf
 from tests.conftest import fresh_postgres_schema
 from tests.e2e.serverproc import AUTHZ, ServerProc, free_port, seed, server_env, start_server
 from tests.hardening.conftest import wait_logged_serving
@@ -235,7 +235,7 @@ def test_metrics_off_loopback_need_tls_or_allow_insecure(tmp_path: Path, db_url:
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from authz_server.devcerts import make_dev_certs
+    from authz_server.cli.devcerts import make_dev_certs
 
     out = tmp_path_factory.mktemp("lifecycle-certs")
     make_dev_certs(out)

@@ -9,10 +9,10 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from authz.v1 import authz_pb2 as pb
-from server import metrics
-from server.edge import Gate
-from server.security import Authenticator
-from server.tally import Tally
+from server.edge.auth import Authenticator
+from server.edge.gate import Gate
+from server.process import metrics
+from server.process.tally import Tally
 
 
 def _samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -79,9 +79,9 @@ def test_a_batch_counts_its_decisions_as_it_answers() -> None:
     back); the counts match the answers."""
     from authz.directory_file import read as read_directory
     from authz.engine.engine import DEFAULT_POLICY_DIR, Engine, MemoryDirectory, PolicySet
-    from server.audit_rpc import open_audit
-    from server.config import Config
-    from server.service import AuthzService
+    from server.api.audited import open_audit
+    from server.api.service import AuthzService
+    from server.process.config import Config
 
     examples = DEFAULT_POLICY_DIR.parent / "orgs" / "acme-eu" / "tests" / "directory.yaml"
     directory = MemoryDirectory([read_directory(examples).snapshot()])

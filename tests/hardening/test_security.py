@@ -12,8 +12,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz.v1 import authz_pb2 as pb
 from authz_client import AuthzClient, AuthzRpcError
-from authz_server.config import Config, ConfigError
-from authz_server.security import check_config, scope_for
+from authz_server.edge.auth import check_config, scope_for
+from authz_server.process.config import Config, ConfigError
 from tests.e2e.serverproc import REPO, run_authz
 from tests.hardening.conftest import Secure
 
@@ -139,7 +139,7 @@ def test_every_rpc_maps_to_a_scope() -> None:
 
 
 def test_callers_file_errors_name_the_entry(tmp_path: Path) -> None:
-    from authz_server.security import Callers
+    from authz_server.edge.auth import Callers
     f = tmp_path / "callers.yaml"
     f.write_text("callers:\n  - name: x\n    scopes: [chek]\n    orgs: ['*']\n    certs: [x]\n")
     with pytest.raises(ConfigError, match=r"callers\[0\].*chek"):

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from authz.directory import CrmUser, FinanceUser
+from authz.migration.service import MigrationStore
+from authz.migration.settings import OrgSettings
 from authz.store import Store
-from authz.store.migration import MigrationStore, OrgSettings
 from tests.store.conftest import db_url, open_, store  # noqa: F401  (fixtures)
 
 ORG = "acme-eu"

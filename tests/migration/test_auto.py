@@ -12,9 +12,10 @@ import pytest
 from authz.directory import CrmUser
 from authz.errors import FailedPrecondition
 from authz.migration.auto import auto_migrate, sign_up
+from authz.migration.runner import run_job
+from authz.migration.service import MigrationStore
+from authz.migration.settings import OrgSettings
 from authz.store import Store
-from authz.store.jobs import run_job
-from authz.store.migration import MigrationStore, OrgSettings
 
 from .conftest import ORG
 

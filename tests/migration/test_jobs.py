@@ -8,9 +8,9 @@ import time
 import pytest
 
 from authz.errors import InvalidArgument, NotFound, PermissionDenied
+from authz.migration.runner import run_job
+from authz.migration.service import MigrationStore
 from authz.store import Store
-from authz.store.jobs import run_job
-from authz.store.migration import MigrationStore
 from authz.store.outbox import Outbox
 
 from .conftest import ORG, settings, users

@@ -9,9 +9,9 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from authz.mail import SmtpConfig, SmtpSender, deliver_due
+from authz.migration.runner import run_job
+from authz.migration.service import MigrationStore
 from authz.store import Store
-from authz.store.jobs import run_job
-from authz.store.migration import MigrationStore
 from authz.store.outbox import Outbox, notify_permission_set
 
 from .conftest import ORG, Inbox, settings

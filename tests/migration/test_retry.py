@@ -19,9 +19,10 @@ import pytest
 import sqlalchemy as sa
 
 from authz.directory import CrmUser
+from authz.migration.retry import run_job_retrying
+from authz.migration.service import MigrationStore
+from authz.migration.settings import OrgSettings
 from authz.store import Store, open_store
-from authz.store.jobretry import run_job_retrying
-from authz.store.migration import MigrationStore, OrgSettings
 from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc
 from tests.conftest import fresh_postgres_schema

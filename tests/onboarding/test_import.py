@@ -17,12 +17,12 @@ from authz.directory_file import parse
 from authz.engine import PolicySet
 from authz.engine.decide import decide
 from authz.onboarding import importer
-from authz.onboarding.cli import DEFAULT_ROOT, EXAMPLES
 from authz.policy import compiler
 from authz.policy.diff import diff_trees
 from authz.policy.errors import PolicyError
 from authz.policy.sources import read_tree
 from authz.policy.yamlsrc import parse as parse_yaml
+from authz_server.cli.org_import import DEFAULT_ROOT, EXAMPLES
 
 EXPORTS = EXAMPLES / "initech-in"
 ORG = "initech-in"

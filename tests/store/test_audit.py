@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from authz.audit import cli
 from authz.audit.chain import GENESIS, AuditEntry, verify
 from authz.store import Store
-from authz.store.audit import AuditStore, Query, TrimRefused, stamp, usage_by_user
+from authz.store.audit import AuditStore, TrimRefused, usage_by_user
+from authz.store.audit_query import Query, stamp
 from authz.store.audit_schema import audit_entries as E
 from authz.store.audit_schema import audit_heads as H
+from authz_server.cli import audit as cli
 
 from .conftest import OpenStore
 

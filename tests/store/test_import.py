@@ -167,7 +167,8 @@ def test_an_import_over_the_integration_user_quota_is_refused_with_nothing_writt
 
 
 def test_an_operators_raise_overrides_the_policy_quota(store: Store) -> None:
-    from authz.store.migration import MigrationStore, OrgSettings
+    from authz.migration.service import MigrationStore
+    from authz.migration.settings import OrgSettings
 
     users, integ = _crm_only(3)
     MigrationStore(store, lambda org: OrgSettings(quota=2)).set_quota(ORG, 3, "ops", "ticket 1")

@@ -11,7 +11,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from authz.errors import FailedPrecondition
-from authz.store import cli, migrations, schema
+from authz.store import schema
+from authz.store import schema_upgrade as migrations
+from authz_server.cli import db as cli
 
 from .conftest import OpenStore
 

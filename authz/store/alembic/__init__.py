@@ -1,1 +1,1 @@
-"""Alembic environment and revisions for the store (run by authz.store.migrations)."""
+"""Alembic environment and revisions for the store (run by authz.store.schema_upgrade)."""

@@ -1,4 +1,4 @@
-"""Alembic environment: always handed a live connection by authz.store.migrations.
+"""Alembic environment: always handed a live connection by authz.store.schema_upgrade.
 
 No alembic.ini and no URL here: the store opens the engine (with its SQLite pragmas),
 so migrations run on exactly the connection settings the server uses.
@@ -26,5 +26,5 @@ def run_migrations_online(connection: Connection) -> None:
 
 _connection = context.config.attributes.get("connection")
 if not isinstance(_connection, Connection):
-    raise RuntimeError("authz store migrations run through authz.store.migrations, not the alembic CLI")
+    raise RuntimeError("authz store migrations run through authz.store.schema_upgrade, not the alembic CLI")
 run_migrations_online(_connection)

@@ -1,0 +1,7 @@
+"""`python -m authz_server.cli`: the `authz` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

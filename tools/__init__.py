@@ -1,0 +1,1 @@
+"""Build tools, not installed: stub generation, vendoring the Envoy stubs."""
