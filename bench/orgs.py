@@ -96,7 +96,7 @@ def organization(rng: random.Random, org_id: str, tree: PolicyTree, shape: Shape
     )
     return Organization(
         id=org_id, name=org_id, data_centre="EU", edition="professional", products=(BOOKS,),
-        mode="unified", unified_since="2025-06-01", integration_owner="u000",
+        mode="unified", integration_owner="u000",
         integration_user_quota=1000, allow_self_approval=rng.random() < 0.5, roles=roles,
         fields=tuple(fields), approvals=approvals, files=(f"orgs/{org_id}/organization.yaml",))
 
