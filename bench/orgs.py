@@ -170,7 +170,7 @@ def request(rng: random.Random, org_id: str, users: int) -> CheckRequest:
         # Always a total: a Check without one, where an approval rule reads it, is refused
         # (DOMAIN §4.5), and the bench measures decisions, not refusals.
         record_id="r1", owner=owner, total=rng.choice((50.0, 5000.0, 20000.0)),
-        status=rng.choice(_STATUSES), approval_level=rng.choice((0, 1, 2)),
+        status=rng.choice(_STATUSES), approval_level=rng.choice((1, 1, 2)),  # a level is required where rules have several
         created_by=uid if rng.random() < 0.3 else "u001",
         location=rng.choice(("", *LOCATIONS)),
     )
