@@ -168,9 +168,10 @@ def request(rng: random.Random, org_id: str, users: int) -> CheckRequest:
     owner = uid if rng.random() < 0.5 else f"u{rng.randrange(users):03d}"
     record = Record(
         # Always a total: a Check without one, where an approval rule reads it, is refused
-        # (DOMAIN §4.5), and the bench measures decisions, not refusals.
+        # (DOMAIN §4.5), and the bench measures decisions, not refusals. Likewise a level:
+        # an approve without one, in a rule of several levels, is refused.
         record_id="r1", owner=owner, total=rng.choice((50.0, 5000.0, 20000.0)),
-        status=rng.choice(_STATUSES), approval_level=rng.choice((1, 1, 2)),  # a level is required where rules have several
+        status=rng.choice(_STATUSES), approval_level=rng.choice((1, 1, 2)),
         created_by=uid if rng.random() < 0.3 else "u001",
         location=rng.choice(("", *LOCATIONS)),
     )
