@@ -67,6 +67,15 @@ def test_wheel_carries_the_stubs_and_nothing_of_the_server(wheel: Path) -> None:
     assert requires == ["googleapis-common-protos", "grpcio", "protobuf"]
 
 
+def test_wheel_carries_the_project_license(wheel: Path) -> None:
+    """A wheel installed without the repository still says under which terms it ships."""
+    archive = zipfile.ZipFile(wheel)
+    (license_file,) = [n for n in archive.namelist() if n.endswith(".dist-info/licenses/LICENSE")]
+    assert archive.read(license_file) == (REPO / "LICENSE").read_bytes()
+    meta = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+    assert "License-Expression: Apache-2.0" in archive.read(meta).decode()
+
+
 def test_installed_alone_it_calls_a_real_server(fresh_python: Path, server: ServerProc) -> None:
     installed = subprocess.run([str(fresh_python), "-m", "pip", "list", "--format=json"],
                                capture_output=True, text=True, check=True, timeout=120)
