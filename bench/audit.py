@@ -31,7 +31,7 @@ import grpc
 from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc
 from bench.report import show
-from bench.server import cpu_seconds, interleaved, wait_serving
+from bench.server import cpu_seconds, interleaved, thread_cpu_seconds, wait_serving
 
 REPO = Path(__file__).resolve().parents[1]
 AUTHZ = str(Path(sys.executable).parent / "authz")
@@ -80,14 +80,9 @@ def _caller(call: Callable[[], Any]) -> Callable[[int], Any]:
 
 
 def _family_cpu(pid: int) -> tuple[float, float]:
-    """CPU seconds of the server process, and of its child processes (the shipper)."""
-    own = cpu_seconds(pid)
-    kids = 0.0
-    with contextlib.suppress(OSError):
-        for task in os.scandir(f"/proc/{pid}/task"):
-            for child in Path(task.path, "children").read_text().split():
-                kids += cpu_seconds(int(child))
-    return own, kids
+    """CPU seconds of the server process alone, and of its descendants (the shipper)."""
+    own = thread_cpu_seconds(pid)
+    return own, cpu_seconds(pid) - own
 
 
 def _concurrent(address: str, pid: int, n: int, threads: int) -> tuple[float, float, float]:

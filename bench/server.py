@@ -9,6 +9,8 @@ compiled by the real compiler and a SQLite store seeded with their directories.
   weighs on both alike), p50 and p99;
 - 32 calls in flight (grpc.aio client, one channel), calls/s, rounds alternating;
 - CheckBatch of 1,000 items, median wall time of a call;
+- server CPU always counts the server's whole process tree (cpu_seconds): the audit
+  shipper and `--workers` processes are children of `authz serve`;
 - serving models, measured the same way: grpc.aio deciding inline (the default),
   grpc.aio with every decision in the thread pool, a synchronous grpc.server with a
   thread pool (bench/servers.py), and `--workers 2` (two processes, SO_REUSEPORT).
@@ -45,12 +47,12 @@ USERS = 100
 IN_FLIGHT = 32
 
 
-#: Server process id by address (for CPU accounting; `--workers` children are not in it).
+#: Server process id by address; its CPU is counted with all its descendants (cpu_seconds).
 PIDS: dict[str, int] = {}
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a process, all its threads (Linux /proc): the scheduler's nanosecond
+def thread_cpu_seconds(pid: int) -> float:
+    """CPU time of one process, all its threads (Linux /proc): the scheduler's nanosecond
     run time per thread (/proc/PID/task/*/schedstat), since /proc/PID/stat counts in
     10 ms ticks, coarser than a batch of 1,000 decisions."""
     total = 0
@@ -61,8 +63,45 @@ def cpu_seconds(pid: int) -> float:
                     total += int(Path(task.path, "schedstat").read_text().split()[0])
         return total / 1e9
     except OSError:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = _stat(pid)
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat fields after the command name (field 3, the state, is [0])."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of a process (children, their children, ...), by the parent
+    id in /proc/*/stat (/proc/PID/task/*/children needs a kernel option not always on)."""
+    kids: dict[int, list[int]] = {}
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    kids.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
+    out: list[int] = []
+    todo = list(kids.get(pid, ()))
+    while todo:
+        child = todo.pop()
+        out.append(child)
+        todo.extend(kids.get(child, ()))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a server and its whole process tree: the audit shipper (`authz audit
+    ship --follow`) and `--workers` are child processes, and their work is the server's
+    cost. Live processes by their threads' run time; children already exited and waited
+    for by their parents' cutime + cstime (10 ms ticks)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for p in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = _stat(p)
+            total += thread_cpu_seconds(p) + (int(fields[13]) + int(fields[14])) / tick
+    return total
 
 
 def _port() -> int:

@@ -2,7 +2,8 @@
 
 One client process; calls carry pre-serialized bytes, so client-side cost is the same
 for each target. Latency targets take turns call by call; rate rounds alternate target
-by target; server CPU comes from /proc (all threads of the server process).
+by target; server CPU comes from /proc: every thread of the server process and of its
+descendants (authz's audit shipper is a child process; its work is part of the cost).
 """
 
 from __future__ import annotations
@@ -89,21 +90,49 @@ def idle_cpu(pids: dict[str, int], seconds: float) -> dict[str, float]:
     return {name: (srv.cpu_seconds(pid) - c0[name]) * 1e3 / seconds for name, pid in pids.items()}
 
 
-def batches(jobs: dict[str, tuple[int, Callable[[], None]]], runs: int, pause: float,
-            idle: dict[str, float]) -> dict[str, tuple[float, float]]:
+def audit_shipped(db_url: str) -> Callable[[float], bool]:
+    """Waits (up to its timeout) until authz's local audit log for `db_url` is all in the
+    store: every segment's cursor at its end. The shipper process does that work after
+    the answer, so a batch's CPU is counted until then."""
+    from authz.audit import segment
+
+    folder = segment.default_log_dir(db_url)
+
+    def settled(timeout: float) -> bool:
+        deadline = time.perf_counter() + timeout
+        while True:
+            try:
+                if all(segment.shipped(p) >= p.stat().st_size for p in folder.glob("seg-*.log")):
+                    return True
+            except FileNotFoundError:  # removed meanwhile: shipped
+                continue
+            if time.perf_counter() > deadline:
+                return False
+            time.sleep(0.002)
+
+    return settled
+
+
+def batches(jobs: dict[str, tuple[int, Callable[[], None], Callable[[float], bool] | None]],
+            runs: int, pause: float, idle: dict[str, float]) -> dict[str, tuple[float, float]]:
     """(median wall ms, median server CPU ms) of 1,000 decisions per target, taking turns.
-    CPU is counted until the server has finished the batch's after-work (the audit
-    writer), less what the server burns idle over that window."""
+    CPU is counted until the server has finished the batch's after-work (its `settled`,
+    e.g. authz's audit entries in the store, then `pause`), less what the server burns
+    idle over that window."""
     wall: dict[str, list[float]] = {name: [] for name in jobs}
     cpu: dict[str, list[float]] = {name: [] for name in jobs}
-    for _, job in jobs.values():
+    for _, job, settled in jobs.values():
         job()  # warm
+        if settled is not None:
+            settled(10.0)
     for _ in range(runs):
-        for name, (pid, job) in jobs.items():
+        for name, (pid, job, settled) in jobs.items():
             time.sleep(pause)
             c0, t0 = srv.cpu_seconds(pid), time.perf_counter()
             job()
             wall[name].append((time.perf_counter() - t0) * 1e3)
+            if settled is not None and not settled(10.0):
+                raise RuntimeError(f"{name}: the batch's after-work did not finish in 10 s")
             time.sleep(pause)
             window = time.perf_counter() - t0
             cpu[name].append((srv.cpu_seconds(pid) - c0) * 1e3 - idle.get(name, 0.0) * window)
