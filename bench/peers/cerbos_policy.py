@@ -43,7 +43,28 @@ DIFFERENCES = (
     "are not compared; a question authz refuses (INVALID_ARGUMENT: an approval rule reads a "
     "total the request lacks) counts as not allowed, and Cerbos denies it",
 )
-_UNAPPROVED = sorted({"", *catalog.UNAPPROVED_STATES})
+
+
+def past_approval(module: str) -> list[str]:
+    """States past approval on `module`, as authz's decide reads them: approved and the
+    module's own lifecycle; any other status (none, draft, another module's) is not."""
+    return sorted(catalog.PAST_APPROVAL.get(module, catalog.APPROVED_ONLY))
+
+
+def _unapproved_var(module: str) -> str:
+    return f"unapproved_{module}"
+
+
+def unapproved(module: str) -> str:
+    """The policy variable that holds "the record is not past approval" for `module`."""
+    return f"V.{_unapproved_var(module)}"
+
+
+def _unapproved_vars(idx: OrgIndex) -> dict[str, str]:
+    """One variable per module with approval on (the only rules that read one)."""
+    return {_unapproved_var(module): f"!(R.attr.status in {_list(past_approval(module))})"
+            for (product, module), approval in sorted(idx.approvals.items())
+            if approval.type != "none" and product in idx.products}
 
 
 def version(org_id: str) -> str:
@@ -133,7 +154,7 @@ def _condition(idx: OrgIndex, role: str, product: str, module: str, action: str,
         if after:
             rule = idx.grants.get((product, module, after), {}).get(role)
             if rule is None or _grant_cond(rule):
-                why = "!V.unapproved" + ("" if rule is None else " && (" + " || ".join(
+                why = f"!{unapproved(module)}" + ("" if rule is None else " && (" + " || ".join(
                     _negate(_grant_cond(rule))) + ")")
                 refusals[why][role].append(f"{module}:{action}")
         if action in ("approve", "reject"):
@@ -179,7 +200,7 @@ def _denials(idx: OrgIndex) -> list[dict[str, Any]]:
             continue
         blocked = sorted(f"{module}:{a}" for a in approval.blocked)
         if blocked:
-            out.append(_deny(blocked, ["*"], "V.unapproved"))
+            out.append(_deny(blocked, ["*"], unapproved(module)))
         not_pending = 'R.attr.status != "pending_approval"'
         if not idx.allow_self_approval:  # "one's own": any identity of the user, any case
             not_pending += " || R.attr.created_by.lowerAscii() in P.attr.own"
@@ -187,7 +208,7 @@ def _denials(idx: OrgIndex) -> list[dict[str, Any]]:
                          not_pending))
         if _needs_total(approval):  # refused (INVALID_ARGUMENT) rather than decided: never allow
             out.append(_deny(sorted(f"{module}:{a}" for a in catalog.WRITE_ACTIONS), ["*"],
-                             "V.unapproved && !has(R.attr.total)"))
+                             f"{unapproved(module)} && !has(R.attr.total)"))
             out.append(_deny([f"{module}:approve", f"{module}:reject"], ["*"],
                              "!has(R.attr.total)"))
     for (product, module), per_field in sorted(idx.fields.items()):
@@ -222,7 +243,7 @@ def resource_policy(idx: OrgIndex) -> dict[str, Any]:
                         groups[" && ".join(conds)][role].append(f"{module}:{action}")
     rules = [*_denials(idx), *_rules(refusals, "EFFECT_DENY"), *_rules(groups, "EFFECT_ALLOW")]
     head["variables"] = {"local": {
-        "unapproved": f"R.attr.status in {_list(_UNAPPROVED)}",
+        **_unapproved_vars(idx),
         "level": "R.attr.approval_level == 0.0 ? 1.0 : R.attr.approval_level",
     }}
     head["rules"] = rules
