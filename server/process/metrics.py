@@ -95,6 +95,14 @@ AUDIT_DROPPED = _metric("Counter", "authz_audit_dropped_total",
 AUDIT_QUARANTINED = _metric("Counter", "authz_audit_quarantined_total",
                             "Audit records the store refused, kept apart in the quarantine "
                             "(the rest of their batch written; shown by VerifyAudit).")
+AUDIT_LOG_SEGMENTS_LOST = _metric(
+    "Counter", "authz_audit_log_segments_lost_total",
+    "Live audit log segments found deleted or renamed under the server (their unshipped "
+    "entries copied back from the open file; event audit_log_segment_lost).")
+AUDIT_LOG_LOST_BYTES = _metric(
+    "Counter", "authz_audit_log_lost_bytes_total",
+    "Bytes of audit entries in a removed segment that could not be copied back (their "
+    "strict calls failed UNAVAILABLE; batched ones were answered already).")
 RELOADS = _metric("Counter", "authz_policy_reloads_total",
                   "Organizations whose policy was reloaded from disk.")
 RELOAD_FAILURES = _metric("Counter", "authz_policy_reload_failures_total",
@@ -127,6 +135,12 @@ def audit_dropped(n: int = 1) -> None:
 def audit_quarantined(n: int = 1) -> None:
     """Audit records the store refused (poison), quarantined instead of written."""
     AUDIT_QUARANTINED.inc(n)
+
+
+def audit_log_lost(segments: int, lost_bytes: int) -> None:
+    """Audit log segments removed under the server, and the bytes not copied back."""
+    AUDIT_LOG_SEGMENTS_LOST.inc(segments)
+    AUDIT_LOG_LOST_BYTES.inc(lost_bytes)
 
 
 def migration_jobs(state: str, n: int) -> None:
