@@ -111,8 +111,11 @@ class DirectorySnapshot:
     # The organization's migration state from the store; None for a directory held in
     # memory (policy test suites, benchmarks), which decides as unified.
     mode: OrgMode | None = None
-    # by (product, user id): approvers named by id are shown by name
-    finance_by_id: dict[tuple[str, str], FinanceUser] = field(default_factory=dict)
+    # by (product, user id): approvers named by id are shown by name. Built on first use
+    # (`finance_user_by_id`): few organizations name approvers by id, and the table costs
+    # about a tenth of a snapshot.
+    finance_by_id: dict[tuple[str, str], FinanceUser] = field(default_factory=dict,
+                                                             compare=False, repr=False)
     # Identities resolved against this snapshot, by the user key a request named (filled
     # by authz.engine.identity): a snapshot is immutable, so an entry stays right for its
     # lifetime and dies with it; resolving is a third of a decision otherwise.
@@ -128,15 +131,34 @@ class DirectorySnapshot:
         integration_users: Iterable[IntegrationUser] = (),
         mode: OrgMode | None = None,
     ) -> DirectorySnapshot:
-        """Index plain lists of users."""
+        """Index plain lists of users.
+
+        E-mail keys are held once per snapshot (the CRM and finance rows of one person
+        share one), and are the address itself when it is already in key form."""
         crm = {u.id: u for u in crm_users}
-        by_email = {email_key(u.email): u for u in crm.values() if u.email}
+        keys: dict[str, str] = {}
+        by_email = {}
+        for u in crm.values():
+            if u.email:
+                k = email_key(u.email)
+                k = keys.setdefault(k, u.email if k == u.email else k)
+                by_email[k] = u
         finance: dict[str, dict[str, FinanceUser]] = {}
         for f in finance_users:
-            finance.setdefault(email_key(f.email), {})[f.product] = f
+            k = email_key(f.email)
+            k = keys.setdefault(k, f.email if k == f.email else k)
+            finance.setdefault(k, {})[f.product] = f
         integ = {i.crm_user_id: i for i in integration_users}
-        by_id = {(f.product, f.user_id): f for fs in finance.values() for f in fs.values()}
-        return cls(org_id, revision, crm, by_email, finance, integ, mode, finance_by_id=by_id)
+        return cls(org_id, revision, crm, by_email, finance, integ, mode)
+
+    def finance_user_by_id(self, product: str, user_id: str) -> FinanceUser | None:
+        """A finance user by product and user id."""
+        by_id = self.finance_by_id
+        if not by_id and self.finance_by_email:
+            # Filled once; threads that race fill it with the same entries.
+            by_id.update({(f.product, f.user_id): f for fs in self.finance_by_email.values()
+                          for f in fs.values()})
+        return by_id.get((product, user_id))
 
     def crm_user(self, key: str) -> CrmUser | None:
         """Find a CRM user by id or by e-mail."""

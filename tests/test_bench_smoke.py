@@ -88,4 +88,4 @@ def test_index_cache_worker_builds_what_the_loader_loads(world: setup.World) -> 
     """bench/core.py's organizations come from orgcache's workers (pickled indexes)."""
     (built,) = pickle.loads(zlib.decompress(orgcache._build((1, 2, "org"))))
     assert built.org_id == "org-00001"
-    assert built.grants == world.indexes["org-00001"].grants
+    assert built.role_rules == world.indexes["org-00001"].role_rules

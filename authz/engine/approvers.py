@@ -56,7 +56,7 @@ def _uid(identity: Identity, product: str) -> str:
 
 def _named(snap: DirectorySnapshot, user: str) -> FinanceUser | None:
     product, _, uid = user.partition(":")
-    return None if "@" in user else snap.finance_by_id.get((product, uid))
+    return None if "@" in user else snap.finance_user_by_id(product, uid)
 
 
 def _user_label(snap: DirectorySnapshot, user: str) -> str:

@@ -30,11 +30,12 @@ from authz.directory import CrmUser, DirectorySnapshot
 from authz.engine.approvers import PolicyView, _uid, _user_email, _user_label, approves, is_named
 from authz.engine.explain import sources as explain_sources
 from authz.engine.identity import resolve_cached
+from authz.engine.identity import role_label as _role_list
 from authz.engine.index import FlowInfo, ModuleApprovalInfo, OrgIndex
 from authz.engine.mode import legacy_reason
 from authz.engine.validate import _PRODUCTS_WITH, validate
 from authz.errors import InvalidArgument
-from authz.policy.compiler import INTEGRATION_ROLE, approver_key
+from authz.policy.compiler import approver_key
 
 #: Channel values as plain text (an enum's `.value` is a property call on the hot path).
 _CHANNEL_TEXT = {c: c.value for c in Channel}
@@ -234,7 +235,7 @@ def decide_valid(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot,
     if approval is not None and approval_on and action in catalog.WRITE_ACTIONS and unapproved:
         obligation = _obligation(ctx, v, _flow_for(ctx, approval, product), email, roles,
                                  product, assigned, channel)
-    message = ctx.granted_by or f"{_role_list(org, roles)} grants {action} on {product} {module}"
+    message = ctx.granted_by or f"{resolved.label} grants {action} on {product} {module}"
     if obligation is not None and obligation.outcome == ApprovalOutcome.PENDING_APPROVAL:
         message += f"; the record will wait for approval at level {obligation.level}"
     return ctx.done(True, Reason.GRANTED, message, hidden_fields=hidden,
@@ -269,20 +270,6 @@ def _approval_product(org: OrgIndex, products: tuple[str, ...]) -> str:
         if p in org.products:
             return p
     return products[0]
-
-
-def _role_list(org: OrgIndex, roles: tuple[str, ...]) -> str:
-    label = org.labels.get(roles)
-    if label is None:
-        label = org.labels[roles] = _role_label(org, roles)
-    return label
-
-
-def _role_label(org: OrgIndex, roles: tuple[str, ...]) -> str:
-    if roles == (INTEGRATION_ROLE,):
-        return "the integration-user permission set"
-    names = [f"{org.role_names.get(r, r)} ({r.split(':', 1)[0]})" for r in roles]
-    return ("role " if len(names) == 1 else "roles ") + " and ".join(names)
 
 
 def _flow_for(ctx: _Ctx, approval: ModuleApprovalInfo, product: str) -> FlowInfo | None:

@@ -75,8 +75,8 @@ def sources(req: CheckRequest, d: Decision, org: OrgIndex) -> tuple[str, ...]:
     elif r == Reason.GRANTED:
         if action in ("approve", "reject"):
             out.append(_flow(org, req, product))
-        by_role = org.grants.get((product, module, action), {})
-        granting = next((role for role in roles if role in by_role), None)
+        granting = next((role for role in roles
+                         if org.rule(role, product, module, action) is not None), None)
         if granting is not None and "is a named approver" not in d.message:
             out.append(f"{_role(org, granting, product, module)} grants {action} on {module}")
         if d.approval is not None and d.approval.rule:

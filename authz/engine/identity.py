@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import cast
 
@@ -21,6 +22,22 @@ class Resolved:
     finance: dict[str, FinanceUser]  # active accounts in connected products
     reason: Reason | None = None
     message: str = ""
+    label: str = ""  # how decisions name the identity's roles (`role_label`)
+
+
+def role_label(org: OrgIndex, roles: tuple[str, ...]) -> str:
+    """How decisions name a set of roles ("role Staff (books)"), kept per organization."""
+    label = org.labels.get(roles)
+    if label is None:
+        label = org.labels[roles] = _role_label(org, roles)
+    return label
+
+
+def _role_label(org: OrgIndex, roles: tuple[str, ...]) -> str:
+    if roles == (INTEGRATION_ROLE,):
+        return "the integration-user permission set"
+    names = [f"{org.role_names.get(r, r)} ({r.split(':', 1)[0]})" for r in roles]
+    return ("role " if len(names) == 1 else "roles ") + " and ".join(names)
 
 
 #: Entries one snapshot keeps beyond its own user count (keys of unknown users included),
@@ -71,16 +88,17 @@ def resolve(org: OrgIndex, snap: DirectorySnapshot, user: str) -> Resolved:
             display_name=(books or subs or crm).name,
             books_user_id=books.user_id if books else "",
             subscriptions_user_id=subs.user_id if subs else "",
-            roles=org.roles_of(tuple(f"{p}:{f.role_id}" for p, f in active.items())),
+            # interned: the index's role keys, so lookups compare by identity
+            roles=org.roles_of(tuple(sys.intern(f"{p}:{f.role_id}") for p, f in active.items())),
         )
-        return Resolved(identity, crm, active)
+        return Resolved(identity, crm, active, label=role_label(org, identity.roles))
     integ = snap.integration_users.get(crm.id)
     if integ is not None:
         identity = Identity(kind=IdentityKind.INTEGRATION_USER, crm_user_id=crm.id,
                             email=crm.email, display_name=crm.name,
                             integration_user_id=integ.integration_user_id,
                             roles=(INTEGRATION_ROLE,))
-        return Resolved(identity, crm, {})
+        return Resolved(identity, crm, {}, label=role_label(org, identity.roles))
     return Resolved(none, crm, {}, Reason.NOT_MIGRATED,
                     f"CRM user {crm.id} is neither a licensed finance user nor a migrated "
                     "integration user")

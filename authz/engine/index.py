@@ -12,6 +12,8 @@ import csv
 import json
 import logging
 import sys
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,6 +28,25 @@ from authz.policy import integrity
 from authz.policy.compiler import MAP_SUFFIX, MODEL_CONF, user_subject
 
 _ACCESS_RANK = {a: i for i, a in enumerate(catalog.FIELD_ACCESS)}
+
+#: One bit per (product, module, action) the catalogue has, in a fixed order (the same in
+#: every process, so a pickled index means the same thing wherever it is loaded): a role's
+#: grants are a few integers instead of a dict per action (~120 KB an organization).
+_KEYS: tuple[tuple[str, str, str], ...] = tuple(
+    (sys.intern(p), sys.intern(m), sys.intern(a))
+    for p in catalog.PRODUCTS for m in catalog.MODULES[p] for a in catalog.actions_for(m))
+_BIT: dict[tuple[str, str, str], int] = {k: 1 << i for i, k in enumerate(_KEYS)}
+#: What a module without field rules hides and makes read-only, for every role.
+_NO_MASKS: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+#: Role rule tables by value: organizations built from the same role templates share one
+#: copy (equal tables only). Bounded: when full it is emptied, which costs sharing, not
+#: correctness.
+_TABLES: dict[tuple[tuple[int, str, str], ...], tuple[tuple[int, str, str], ...]] = {}
+_TABLES_MAX = 100_000
+
+# A role's rules: (mask of (product, module, action) bits, scope, channel), one entry per
+# distinct (scope, channel); each bit is in at most one mask (one rule per role and key).
+RoleRules = tuple[tuple[int, str, str], ...]
 
 
 class Grant(NamedTuple):
@@ -91,16 +112,21 @@ class OrgIndex:
 
     org_id: str
     revision: str
-    manifest: dict[str, Any]
+    # the manifest's JSON, compressed: read by admin paths only, so not kept parsed
+    manifest_z: bytes
     products: tuple[str, ...]
     effective_mode: str
     mode_reason: str
     integration_owner: str
     allow_self_approval: bool
     role_names: dict[str, str]
-    # (product, module, action) -> role -> (scope, channel)
-    grants: dict[tuple[str, str, str], dict[str, tuple[str, str]]]
-    # role -> the roles it holds through Casbin's role graph (itself included)
+    # role -> its rules over the catalogue's (product, module, action) bits
+    role_rules: dict[str, RoleRules]
+    # (product, module, action) outside the catalogue -> role -> (scope, channel): kept
+    # apart so that the bits stay fixed; a compiled policy names none (it is validated)
+    other_grants: dict[tuple[str, str, str], dict[str, tuple[str, str]]]
+    # role -> the roles it holds through Casbin's role graph (itself first); roles that
+    # hold only themselves are left out
     implied: dict[str, tuple[str, ...]]
     # (product, module) -> field -> role -> access
     fields: dict[tuple[str, str], dict[str, dict[str, str]]]
@@ -116,6 +142,20 @@ class OrgIndex:
     # where compiled rows came from (compiler.source_map), for explain; empty when absent
     sources: dict[str, Any] = field(default_factory=dict)
 
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        """Unpickled (an index built in another process): role tables and names shared
+        again, as `build_index` shares them."""
+        for name, value in state[1].items():
+            object.__setattr__(self, name, value)
+        intern = sys.intern
+        self.role_rules = {intern(r): _shared(tuple((m, intern(s), intern(c)) for m, s, c in t))
+                           for r, t in self.role_rules.items()}
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The compiled manifest (a fresh copy each call)."""
+        return json.loads(zlib.decompress(self.manifest_z))  # type: ignore[no-any-return]
+
     def roles_of(self, roles: tuple[str, ...]) -> tuple[str, ...]:
         """Expand a user's direct roles through the role graph."""
         if len(roles) == 1:
@@ -130,7 +170,23 @@ class OrgIndex:
     def grant(self, roles: tuple[str, ...], product: str, module: str, action: str,
               assigned: bool, channel: str) -> Grant | None:
         """The first grant among the roles that allows the action here, or None."""
-        by_role = self.grants.get((product, module, action))
+        bit = _BIT.get((product, module, action))
+        if bit is None:
+            return self._other_grant(roles, product, module, action, assigned, channel)
+        role_rules = self.role_rules
+        for role in roles:
+            rules = role_rules.get(role)
+            if rules is not None:
+                for mask, scope, chan in rules:
+                    if mask & bit:
+                        if (scope == "all" or assigned) and (chan == "*" or chan == channel):
+                            return Grant(role, product, module, action, scope, chan)
+                        break
+        return None
+
+    def _other_grant(self, roles: tuple[str, ...], product: str, module: str, action: str,
+                     assigned: bool, channel: str) -> Grant | None:
+        by_role = self.other_grants.get((product, module, action))
         if by_role is None:
             return None
         for role in roles:
@@ -141,16 +197,41 @@ class OrgIndex:
                     return Grant(role, product, module, action, scope, chan)
         return None
 
+    def rule(self, role: str, product: str, module: str, action: str
+             ) -> tuple[str, str] | None:
+        """(scope, channel) of the role's line for this action, whatever the request."""
+        bit = _BIT.get((product, module, action))
+        if bit is None:
+            return self.other_grants.get((product, module, action), {}).get(role)
+        for mask, scope, chan in self.role_rules.get(role, ()):
+            if mask & bit:
+                return scope, chan
+        return None
+
+    def grant_lines(self) -> Iterator[Grant]:
+        """Every grant the index holds, one per (role, product, module, action)."""
+        for role, rules in self.role_rules.items():
+            for mask, scope, chan in rules:
+                for i, key in enumerate(_KEYS):
+                    if mask >> i & 1:
+                        yield Grant(role, *key, scope, chan)
+        for key, by_role in self.other_grants.items():
+            for role, (scope, chan) in by_role.items():
+                yield Grant(role, *key, scope, chan)
+
     def masks(self, roles: tuple[str, ...], product: str, module: str
               ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(hidden, read_only) fields of a module for a set of roles; the strongest wins."""
+        by_field = self.fields.get((product, module))
+        if by_field is None:
+            return _NO_MASKS  # no field rules here: nothing to cache per role set
         key = (roles, product, module)
         cached = self._masks.get(key)
         if cached is not None:
             return cached
         hidden: list[str] = []
         read_only: list[str] = []
-        for name, per_role in self.fields.get((product, module), {}).items():
+        for name, per_role in by_field.items():
             best = -1
             for role in roles:
                 acc = per_role.get(role)
@@ -264,30 +345,46 @@ def build_index(enforcer: casbin.Enforcer, manifest: dict[str, Any]) -> OrgIndex
     """Index the policy an enforcer has loaded, with the organization's manifest."""
     # Names are interned: organizations share one copy of "books", "books:staff", ...
     intern = sys.intern
-    grants: dict[tuple[str, str, str], dict[str, tuple[str, str]]] = {}
-    rules: dict[tuple[str, str], tuple[str, str]] = {}  # one shared tuple per (scope, channel)
+    # role -> key -> (scope, channel): the first line per (role, key), or its first with
+    # scope "all" (what Casbin's allow-if-any-line-matches makes of several)
+    per_role: dict[str, dict[tuple[str, str, str], tuple[str, str]]] = {}
     for sub, prod, mod, act, scope, chan in enforcer.get_named_policy("p"):
-        by_role = grants.get((prod, mod, act))
-        if by_role is None:
-            by_role = grants[(intern(prod), intern(mod), intern(act))] = {}
-        if sub not in by_role or (scope == "all" and by_role[sub][0] != "all"):
-            by_role[intern(sub)] = rules.setdefault((scope, chan), (scope, chan))
+        mine = per_role.setdefault(sub, {})
+        key = (prod, mod, act)
+        if key not in mine or (scope == "all" and mine[key][0] != "all"):
+            mine[key] = (scope, chan)
+    role_rules: dict[str, RoleRules] = {}
+    other: dict[tuple[str, str, str], dict[str, tuple[str, str]]] = {}
+    for sub, mine in per_role.items():
+        masks: dict[tuple[str, str], int] = {}
+        for key, (scope, chan) in mine.items():
+            bit = _BIT.get(key)
+            if bit is None:
+                k = (intern(key[0]), intern(key[1]), intern(key[2]))
+                other.setdefault(k, {})[intern(sub)] = (intern(scope), intern(chan))
+            else:
+                masks[(scope, chan)] = masks.get((scope, chan), 0) | bit
+        if masks:
+            table = tuple(sorted((m, intern(sc), intern(ch)) for (sc, ch), m in masks.items()))
+            role_rules[intern(sub)] = _shared(table)
     fields: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
     for sub, prod, mod, fld, access in enforcer.get_named_policy("p2"):
-        per_role = fields.setdefault((prod, mod), {}).setdefault(fld, {})
-        if sub not in per_role or _ACCESS_RANK[access] > _ACCESS_RANK[per_role[sub]]:
-            per_role[sub] = access
+        by_role = fields.setdefault((intern(prod), intern(mod)), {}).setdefault(intern(fld), {})
+        if sub not in by_role or _ACCESS_RANK[access] > _ACCESS_RANK[by_role[sub]]:
+            by_role[intern(sub)] = intern(access)
     approvers: dict[tuple[str, str, str, int], set[str]] = {}
     for sub, prod, mod, flow, level in enforcer.get_named_policy("p3"):
-        approvers.setdefault((prod, mod, flow, int(level)), set()).add(sub)
+        approvers.setdefault((intern(prod), intern(mod), intern(flow), int(level)),
+                             set()).add(intern(sub))
     blocked = frozenset((prod, mod, act) for prod, mod, act in enforcer.get_named_policy("p4"))
-    roles = {sub for by_role in grants.values() for sub in by_role} | {
-        s for f in fields.values() for r in f.values() for s in r}
+    roles = set(per_role) | {s for f in fields.values() for r in f.values() for s in r}
     rm = enforcer.get_role_manager()
     implied = {}
-    for role in roles:
-        above = [r for r in rm.get_roles(role)] if enforcer.get_named_grouping_policy("g") else []
-        implied[role] = (role, *sorted(set(above) - {role}))
+    if enforcer.get_named_grouping_policy("g"):
+        for role in roles:
+            above = sorted(set(rm.get_roles(role)) - {role})
+            if above:
+                implied[intern(role)] = (intern(role), *map(intern, above))
     approvals = {}
     for key, cfg in manifest["approvals"].items():
         prod, mod = key.split("/", 1)
@@ -297,14 +394,15 @@ def build_index(enforcer: casbin.Enforcer, manifest: dict[str, Any]) -> OrgIndex
     return OrgIndex(
         org_id=manifest["org_id"],
         revision=manifest["revision"],
-        manifest=manifest,
+        manifest_z=zlib.compress(json.dumps(manifest).encode(), 6),
         products=tuple(manifest["products"]),
         effective_mode=manifest["effective_mode"],
         mode_reason=manifest["mode_reason"],
         integration_owner=manifest["integration_owner"],
         allow_self_approval=manifest["allow_self_approval"],
-        role_names={k: v["name"] for k, v in manifest["roles"].items()},
-        grants=grants,
+        role_names={intern(k): v["name"] for k, v in manifest["roles"].items()},
+        role_rules=role_rules,
+        other_grants=other,
         implied=implied,
         fields=fields,
         approvers={k: frozenset(v) for k, v in approvers.items()},
@@ -327,5 +425,26 @@ def load_org(generated: Path, org_id: str) -> OrgIndex:
                            idx.approvers, idx.blocked)
     mapped = files.extra.get(f"{org_id}{MAP_SUFFIX}")
     if mapped:
-        idx.sources = json.loads(mapped)
+        idx.sources = _interned(json.loads(mapped))
     return idx
+
+
+def _shared(table: RoleRules) -> RoleRules:
+    """The one copy of an equal role table (organizations made from the same templates)."""
+    known = _TABLES.get(table)
+    if known is not None:
+        return known
+    if len(_TABLES) >= _TABLES_MAX:
+        _TABLES.clear()
+    _TABLES[table] = table
+    return table
+
+
+def _interned(value: Any) -> Any:
+    """A parsed source map with its texts interned: role keys, shared file names and
+    lines repeat across organizations."""
+    if isinstance(value, dict):
+        return {sys.intern(k): _interned(v) for k, v in value.items()}
+    if isinstance(value, str):
+        return sys.intern(value)
+    return value

@@ -29,7 +29,7 @@ from authz.directory_check import DirectoryPolicy
 from authz.directory_file import DirectoryFile
 from authz.directory_file import parse as parse_directory
 from authz.engine.decide import decide
-from authz.engine.index import Grant, OrgIndex, load_org
+from authz.engine.index import OrgIndex, load_org
 from authz.errors import AuthzError
 from authz.policy import compiler
 from authz.policy.errors import Location, PolicyError, Problem
@@ -242,11 +242,10 @@ def _record_coverage(cov: Coverage, case: Case, decision: Decision | AuthzError)
 def _uncovered(org: Organization, index: OrgIndex, cov: Coverage) -> dict[str, list[str]]:
     roles = [r.key for r in org.roles if r.key not in cov.roles]
     per_role: dict[str, list[str]] = defaultdict(list)
-    for (product, module, action), by_role in sorted(index.grants.items()):
-        for role, (scope, channel) in sorted(by_role.items()):
-            line = Grant(role, product, module, action, scope, channel).line
-            if line not in cov.grants:
-                per_role[role].append(line)
+    for grant in sorted(index.grant_lines(), key=lambda g: (g[1:4], g[0])):
+        line = grant.line
+        if line not in cov.grants:
+            per_role[grant.role].append(line)
     fields = [f"{f.product}/{f.module}.{f.field} ({f.where.file}:{f.where.line})"
               for f in org.fields if (f.product, f.module, f.field) not in cov.fields]
     flows = [f"{a.product}/{a.module} rule {fl.id} ({fl.where.file}:{fl.where.line})"

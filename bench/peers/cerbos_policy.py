@@ -112,7 +112,7 @@ def _approver(idx: OrgIndex, role: str, product: str, module: str, action: str,
     that approves the level and grants the action."""
     if flow.outcome != "levels":
         return "false"
-    grant = idx.grants.get((product, module, action), {}).get(role)
+    grant = idx.rule(role, product, module, action)
     alts = []
     for level in range(1, flow.levels + 1):
         roles, users = idx.level_approvers(product, module, flow.id, level)
@@ -142,7 +142,7 @@ def _condition(idx: OrgIndex, role: str, product: str, module: str, action: str,
         if role != INTEGRATION_ROLE:
             conds.append(_located(product))
     if action not in ("approve", "reject"):
-        rule = idx.grants.get((product, module, action), {}).get(role)
+        rule = idx.rule(role, product, module, action)
         if rule is None:
             return None
         limit = _grant_cond(rule)
@@ -152,7 +152,7 @@ def _condition(idx: OrgIndex, role: str, product: str, module: str, action: str,
     if approval is not None and approval.type != "none":
         after = catalog.AFTER_APPROVAL.get(action)
         if after:
-            rule = idx.grants.get((product, module, after), {}).get(role)
+            rule = idx.rule(role, product, module, after)
             if rule is None or _grant_cond(rule):
                 why = f"!{unapproved(module)}" + ("" if rule is None else " && (" + " || ".join(
                     _negate(_grant_cond(rule))) + ")")
@@ -230,7 +230,7 @@ def resource_policy(idx: OrgIndex) -> dict[str, Any]:
         head["rules"] = [{"actions": ["*"], "effect": "EFFECT_ALLOW", "roles": ["*"]}]
         return {"apiVersion": "api.cerbos.dev/v1", "resourcePolicy": head}
     roles = sorted({*idx.role_names, INTEGRATION_ROLE,
-                    *(r for by_role in idx.grants.values() for r in by_role)})
+                    *idx.role_rules, *(r for by_role in idx.other_grants.values() for r in by_role)})
     # condition -> role -> actions; then roles with the same actions share one rule
     groups: Groups = defaultdict(lambda: defaultdict(list))
     refusals: Groups = defaultdict(lambda: defaultdict(list))
