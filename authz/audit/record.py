@@ -7,6 +7,7 @@ later, in the store, under the organization's head lock.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from authz.attribution import Attribution, Operation
 from authz.audit.chain import AuditEntry
@@ -64,6 +65,27 @@ def check_entry(req: CheckRequest, d: Decision, crm_user: str, caller: str) -> A
         reason=d.reason.value, mode=d.mode.value, policy_revision=d.policy_revision,
         directory_revision=d.directory_revision, caller=caller,
     )
+
+
+def check_rows(decided: Iterable[tuple[CheckRequest, Decision, str]], caller: str
+               ) -> list[list[object]]:
+    """The entries of a batch of Check decisions, (request, decision, requesting CRM user)
+    each, as the local log's rows (authz.audit.segment.row; what `check_entry` holds,
+    without an AuditEntry object each). One time for the batch, as its answers carry one
+    decided_at; each identity's columns worked out once (a batch's items share a few)."""
+    at = now_stamp()
+    acting: dict[tuple[int, str], tuple[str, str]] = {}  # (id(identity), product) -> kind, id
+    rows: list[list[object]] = []
+    add = rows.append
+    for req, d, crm_user in decided:
+        key = (id(d.identity), d.product)  # the decisions keep their identities alive
+        cols = acting.get(key)
+        if cols is None:
+            cols = acting[key] = (acting_kind(d.identity.kind.value, d.product), acting_id(d))
+        add([d.org_id, "check", at, d.decision_id, crm_user, cols[0], cols[1], req.action,
+             req.module, req.record.record_id, d.allowed, d.reason._value_, d.mode._value_,
+             d.policy_revision, d.directory_revision, caller])
+    return rows
 
 
 def attribution_entry(org_id: str, crm_user: str, op: Operation, a: Attribution,

@@ -2,10 +2,13 @@
 
 A segment is one process's append-only file (`seg-<pid>-<ns>.log` in the log folder).
 Each record is an 8-byte header, the payload's length and CRC-32 (little-endian u32
-each), then the payload: one unsealed entry as compact JSON (a list in `_FIELDS` order;
-numbering and hashing happen in the store, under the organization's head lock). A record
-cut short by a crash or a checksum that does not match ends what is read: what follows
-it is never trusted. Beside each segment, `<segment>.shipped` holds how far it has been
+each), then the payload: the unsealed entries of one write as compact JSON, a list of
+lists in `_FIELDS` order (a record of an older version holds one entry, a list of
+fields); numbering and hashing happen in the store, under the organization's head lock.
+One record per write: a CheckBatch's 1,000 entries are one JSON text and one checksum,
+written, read and (torn by a crash before they were acknowledged) lost together. A
+record cut short by a crash or a checksum that does not match ends what is read: what
+follows it is never trusted. Beside each segment, `<segment>.shipped` holds how far it has been
 shipped to the store (a hint: the shipper de-duplicates by decision id after a crash).
 """
 
@@ -20,6 +23,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from authz.audit.chain import AuditEntry
 
@@ -31,31 +35,56 @@ _FIELDS = ("org_id", "kind", "at", "decision_id", "crm_user", "acting_kind", "ac
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def frame(e: AuditEntry) -> bytes:
-    """One entry as a record (header + payload)."""
-    payload = _dumps([e.org_id, e.kind, e.at, e.decision_id, e.crm_user, e.acting_kind,
-                      e.acting_id, e.action, e.module, e.record_id, e.allowed, e.reason, e.mode,
-                      e.policy_revision, e.directory_revision, e.caller]).encode()
+def row(e: AuditEntry) -> list[object]:
+    """An entry's fields as the record holds them (`_FIELDS` order)."""
+    return [e.org_id, e.kind, e.at, e.decision_id, e.crm_user, e.acting_kind, e.acting_id,
+            e.action, e.module, e.record_id, e.allowed, e.reason, e.mode, e.policy_revision,
+            e.directory_revision, e.caller]
+
+
+def record(rows: Sequence[Sequence[object]]) -> bytes:
+    """Entries, as `row` gives them, as one record (header + payload)."""
+    payload = _dumps(rows).encode()
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
 def frames(entries: Sequence[AuditEntry]) -> bytes:
-    return b"".join(frame(e) for e in entries)
+    """Entries as one record ("" for none)."""
+    return record([row(e) for e in entries]) if entries else b""
 
 
-def _entry(payload: bytes) -> AuditEntry:
+def frame(e: AuditEntry) -> bytes:
+    """One entry as a record of the older format (a list of fields, not a list of them):
+    still read, so a log left by an older version is shipped."""
+    payload = _dumps(row(e)).encode()
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _entry(fields: list[Any]) -> AuditEntry:
     (org_id, kind, at, decision_id, crm_user, acting_kind, acting_id, action, module, record_id,
-     allowed, reason, mode, policy_revision, directory_revision, caller) = json.loads(payload)
+     allowed, reason, mode, policy_revision, directory_revision, caller) = fields
     return AuditEntry(org_id, 0, kind, at, decision_id, crm_user, acting_kind, acting_id, action,
                       module, record_id, allowed, reason, mode, policy_revision,
                       directory_revision, caller)
 
 
+def _entries(payload: bytes) -> list[AuditEntry]:
+    """The entries of one record's payload (ValueError or TypeError: not a record's)."""
+    data = json.loads(payload)
+    if not isinstance(data, list) or not data:
+        raise ValueError("not a list of fields")
+    if isinstance(data[0], list):
+        if not all(type(fields) is list for fields in data):
+            raise TypeError("a record's entry is not a list of fields")
+        return [_entry(fields) for fields in data]
+    return [_entry(data)]  # the older format: one entry
+
+
 def read(path: Path, start: int, end: int | None = None, limit: int = 1000
          ) -> tuple[list[AuditEntry], list[int], bool]:
-    """Up to `limit` entries from byte `start` (to `end`, or the end of the file): the
-    entries, the offset just after each, and whether reading stopped at damage (a torn
-    or corrupt record), which the caller reports."""
+    """Whole records from byte `start` (to `end`, or the end of the file) until at least
+    `limit` entries: the entries, the offset just after each one's record, and whether
+    reading stopped at damage (a torn or corrupt record), which the caller reports."""
     entries: list[AuditEntry] = []
     ends: list[int] = []
     with open(path, "rb") as f:
@@ -70,11 +99,12 @@ def read(path: Path, start: int, end: int | None = None, limit: int = 1000
         if len(payload) < size or zlib.crc32(payload) != crc:
             return entries, ends, True
         try:
-            entries.append(_entry(payload))
+            got = _entries(payload)
         except (ValueError, TypeError):
             return entries, ends, True
         pos += _HEADER.size + size
-        ends.append(start + pos)
+        entries += got
+        ends += [start + pos] * len(got)
     return entries, ends, False
 
 

@@ -28,7 +28,7 @@ from authz import budget
 from authz.attribution import Attribution, AttributionDenied, Operation, PriorDecision, attribute
 from authz.audit.chain import AuditEntry
 from authz.audit.logwriter import LogWriter
-from authz.audit.record import attribution_entry, check_entry, product_of
+from authz.audit.record import attribution_entry, check_entry, check_rows, product_of
 from authz.audit.segment import default_log_dir
 from authz.audit.writer import AuditUnavailable, AuditWriter, WhenFull, WriteMode
 from authz.decision import CheckRequest, Decision, Mode
@@ -122,8 +122,11 @@ class AuditRpc:
         entries, then does not compete for the GIL with building the answer."""
         if self.writer.mode == WriteMode.OFF:
             return self._submit([])
-        return self._submit([check_entry(r, d, self._crm_user(r, d), caller)
-                             for r, d in zip(reqs, out, strict=True) if isinstance(d, Decision)],
+        decided = [(r, d, self._crm_user(r, d)) for r, d in zip(reqs, out, strict=True)
+                   if isinstance(d, Decision)]
+        if isinstance(self.writer, LogWriter):  # the log takes rows: no entry objects
+            return self.writer.submit_rows(check_rows(decided, caller))
+        return self._submit([check_entry(r, d, crm_user, caller) for r, d, crm_user in decided],
                             deadline)
 
     def _submit(self, entries: list[AuditEntry], deadline: float | None = None) -> Future[None]:

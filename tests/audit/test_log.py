@@ -21,7 +21,8 @@ def test_records_round_trip_and_a_torn_tail_is_not_read(tmp_path: Path) -> None:
     path = tmp_path / "seg-1-1-0.log"
     first = [entry(i) for i in range(3)]
     odd = dataclasses.replace(entry(9), record_id="inv\x00é\n")
-    path.write_bytes(segment.frames([*first, odd]) + segment.frame(entry(4))[:-3])
+    records = [segment.frames([e]) for e in [*first, odd]]
+    path.write_bytes(b"".join(records) + segment.frames([entry(4)])[:-3])
     got, ends, damaged = segment.read(path, 0)
     assert [e.decision_id for e in got] == ["d0", "d1", "d2", "d9"] and damaged
     assert got[3].record_id == "inv\x00é\n" and got[0] == first[0]
@@ -32,6 +33,23 @@ def test_records_round_trip_and_a_torn_tail_is_not_read(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     got, _, damaged = segment.read(path, 0)
     assert [e.decision_id for e in got] == ["d0"] and damaged
+
+
+def test_a_write_is_one_record_read_whole_and_lost_whole(tmp_path: Path) -> None:
+    """One record per write (a CheckBatch's entries together); the older one-entry
+    records are still read; damage anywhere in a record loses that record and stops."""
+    path = tmp_path / "seg-1-1-0.log"
+    batch = segment.frames([entry(i) for i in range(5)])
+    path.write_bytes(segment.frame(entry(7)) + batch + segment.frames([entry(8), entry(9)]))
+    got, ends, damaged = segment.read(path, 0, limit=3)  # whole records, past the limit
+    assert [e.decision_id for e in got] == ["d7", "d0", "d1", "d2", "d3", "d4"] and not damaged
+    assert ends[1:] == [ends[1]] * 5 and ends[1] == ends[0] + len(batch)
+    assert got[1:] == [entry(i) for i in range(5)]
+    data = bytearray(path.read_bytes())
+    data[ends[0] + len(batch) - 5] ^= 0xFF  # the batch's last entry damaged
+    path.write_bytes(bytes(data))
+    got, _, damaged = segment.read(path, 0)
+    assert [e.decision_id for e in got] == ["d7"] and damaged
 
 
 def test_a_dead_process_log_is_shipped_once_even_after_a_crash_mid_way(tmp_path: Path) -> None:

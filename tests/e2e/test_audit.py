@@ -84,6 +84,35 @@ def test_each_check_and_batch_item_is_recorded_with_who_and_why(sstub: Stub) -> 
         ("u-noah", False, "not_migrated"), ("u-ivy", True, "granted")]
 
 
+def test_a_batch_item_is_recorded_as_the_same_check_alone(sstub: Stub) -> None:
+    """CheckBatch writes its entries without an entry object each (the log's rows): every
+    column but the time and the id is what the same question asked by Check records, in
+    both modes; a batch's entries share one time, as its answers share one decided_at."""
+    asks = [pb.CheckRequest(org_id=ORG, user="sam@acme.example", action="view",
+                            module="invoices", record=pb.Record(record_id="inv-row-1")),
+            pb.CheckRequest(org_id=ORG, user="u-noah", action="view", module="invoices"),
+            pb.CheckRequest(org_id="globex-us", user="hank@globex.example", action="view",
+                            module="invoices")]
+    batch = sstub.CheckBatch(pb.CheckBatchRequest(requests=asks), timeout=5)
+    alone = [sstub.Check(a, timeout=5) for a in asks]
+    columns = ("kind", "crm_user", "acting_kind", "acting_id", "action", "module", "record_id",
+               "allowed", "reason", "mode", "policy_revision", "directory_revision", "caller")
+
+    def recorded(decision_id: str, org: str) -> pb.AuditEntry:
+        resp = sstub.QueryAudit(pb.QueryAuditRequest(org_id=org, decision_id=decision_id),
+                                timeout=5)
+        (e,) = resp.entries
+        return e
+
+    from_batch = [recorded(r.response.decision_id, a.org_id)
+                  for r, a in zip(batch.results, asks, strict=True)]
+    from_check = [recorded(r.decision_id, a.org_id) for r, a in zip(alone, asks, strict=True)]
+    assert [e.mode for e in from_batch] == ["unified", "unified", "legacy"]
+    for b, c in zip(from_batch, from_check, strict=True):
+        assert [getattr(b, k) for k in columns] == [getattr(c, k) for k in columns]
+    assert len({e.at for e in from_batch}) == 1
+
+
 def test_query_by_user_record_and_pages(sstub: Stub) -> None:
     for i in range(5):
         _check(sstub, "u-paul", record_id=f"inv-page-{i % 2}")
