@@ -147,7 +147,8 @@ def _condition(idx: OrgIndex, role: str, product: str, module: str, action: str,
             return None
         limit = _grant_cond(rule)
         if limit:  # a scoped or channel-bound grant: refused outside it
-            refusals[" || ".join(_negate(limit))][role].append(f"{module}:{action}")
+            refusals[_of_product(idx, product, " || ".join(_negate(limit)))][role].append(
+                f"{module}:{action}")
     approval = idx.approvals.get((product, module))
     if approval is not None and approval.type != "none":
         after = catalog.AFTER_APPROVAL.get(action)
@@ -156,7 +157,7 @@ def _condition(idx: OrgIndex, role: str, product: str, module: str, action: str,
             if rule is None or _grant_cond(rule):
                 why = f"!{unapproved(module)}" + ("" if rule is None else " && (" + " || ".join(
                     _negate(_grant_cond(rule))) + ")")
-                refusals[why][role].append(f"{module}:{action}")
+                refusals[_of_product(idx, product, why)][role].append(f"{module}:{action}")
         if action in ("approve", "reject"):
             chain = "false"
             for flow in reversed(approval.flows):
@@ -166,6 +167,15 @@ def _condition(idx: OrgIndex, role: str, product: str, module: str, action: str,
     elif action in catalog.APPROVAL_ACTIONS:
         return None
     return conds
+
+
+def _of_product(idx: OrgIndex, product: str, expr: str) -> str:
+    """A deny condition of one product's module, in an organization of several products:
+    a question that names another product (a module both have, such as invoices) is
+    decided by that product's policy alone, so this one must not refuse it."""
+    if len(idx.products) == 1:
+        return expr
+    return f'(R.attr.product == "" || R.attr.product == {_q(product)}) && ({expr})'
 
 
 def _negate(conds: list[str]) -> list[str]:
@@ -200,17 +210,18 @@ def _denials(idx: OrgIndex) -> list[dict[str, Any]]:
             continue
         blocked = sorted(f"{module}:{a}" for a in approval.blocked)
         if blocked:
-            out.append(_deny(blocked, ["*"], unapproved(module)))
+            out.append(_deny(blocked, ["*"], _of_product(idx, product, unapproved(module))))
         not_pending = 'R.attr.status != "pending_approval"'
         if not idx.allow_self_approval:  # "one's own": any identity of the user, any case
             not_pending += " || R.attr.created_by.lowerAscii() in P.attr.own"
         out.append(_deny(sorted(f"{module}:{a}" for a in catalog.APPROVAL_ACTIONS), ["*"],
-                         not_pending))
+                         _of_product(idx, product, not_pending)))
         if _needs_total(approval):  # refused (INVALID_ARGUMENT) rather than decided: never allow
             out.append(_deny(sorted(f"{module}:{a}" for a in catalog.WRITE_ACTIONS), ["*"],
-                             f"{unapproved(module)} && !has(R.attr.total)"))
+                             _of_product(idx, product,
+                                         f"{unapproved(module)} && !has(R.attr.total)")))
             out.append(_deny([f"{module}:approve", f"{module}:reject"], ["*"],
-                             "!has(R.attr.total)"))
+                             _of_product(idx, product, "!has(R.attr.total)")))
     for (product, module), per_field in sorted(idx.fields.items()):
         if product not in idx.products:
             continue
@@ -219,7 +230,8 @@ def _denials(idx: OrgIndex) -> list[dict[str, Any]]:
             # Written fields a role sees hidden or read only (one role each: see DIFFERENCES).
             roles = sorted(r for r, access in per_role.items() if access != "read_write")
             if roles:
-                out.append(_deny(actions, roles, f"{_q(name)} in R.attr.write_fields"))
+                out.append(_deny(actions, roles, _of_product(
+                    idx, product, f"{_q(name)} in R.attr.write_fields")))
     return out
 
 
