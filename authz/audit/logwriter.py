@@ -15,6 +15,12 @@ chain and tables as the direct writer does, poison isolated the same way. It res
 from the log after a crash or restart (segments of dead processes are adopted, each by
 one shipper under an flock), so the serving path never waits on SQLAlchemy.
 The writer's own segment stays locked (flock) while the process lives.
+
+A segment deleted or renamed under a running server (an operator's cleanup, a full-disk
+script) would take every entry written to it after that with the file: the writer checks
+its segments (link count, and that the name still names the same file) on each sync, once
+a second when idle, when a shipper finds a name gone, and before a flush or close, and
+then fails closed (`_recover`).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ class Segment:
     end: int = 0  # bytes written (whole records only)
     synced: int = 0  # bytes known to be on disk
     closed: bool = False  # rotated out: no more writes
+    recovered: int = 0  # leading bytes copied from a lost segment: shipped de-duplicated
 
 
 class LogWriter:
@@ -60,7 +67,8 @@ class LogWriter:
                  segment_bytes: int = 64 << 20, sync_interval: float = 1.0,
                  sync_entries: int = 10_000, max_batch: int = 1000, ship_interval: float = 0.05,
                  retry_delay: float = 0.5, on_quarantine: Callable[[int], None] | None = None,
-                 ship_process: Callable[[], subprocess.Popen[bytes]] | None = None) -> None:
+                 ship_process: Callable[[], subprocess.Popen[bytes]] | None = None,
+                 on_lost: Callable[[int, int], None] | None = None) -> None:
         from authz.audit.shipper import Shipper
 
         self.mode = mode
@@ -76,6 +84,9 @@ class LogWriter:
         self.submitted = 0
         self.failed = 0  # entries the log could not take (their calls failed)
         self.dropped = 0  # never: there is no queue to overflow (kept for the common face)
+        self.lost_segments = 0  # segments found deleted or renamed under us
+        self.lost_bytes = 0  # of their unshipped bytes, those that could not be copied back
+        self._on_lost = on_lost
         self._syncer: threading.Thread | None = None
         self.shipper: Shipper | None = None
         if mode == WriteMode.OFF:
@@ -171,11 +182,94 @@ class LogWriter:
                 for seg in [s for s in self.segments if s.closed and not s.path.exists()]:
                     os.close(seg.fd)
                     self.segments.remove(seg)
+        self.segments.append(self._open())
+
+    def _open(self) -> Segment:
         no = self.segments[-1].no + 1 if self.segments else 0
         path = self.log_dir / f"seg-{os.getpid()}-{time.time_ns()}-{no}.log"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours while we live: not an orphan
-        self.segments.append(Segment(no, path, fd))
+        return Segment(no, path, fd)
+
+    # -- a segment lost under us ---------------------------------------------------------
+
+    def check_segments(self) -> None:
+        """Fail closed if a segment was deleted or renamed (see `_recover`)."""
+        with self.cv:
+            self._check()
+
+    def _check(self) -> None:
+        lost = [s for s in self.segments if not _linked(s)]
+        if lost:
+            self._recover(lost)
+
+    def _recover(self, lost: list[Segment]) -> None:
+        """Segments deleted or renamed under a running server (under the lock).
+
+        Their entries live on in the files this process holds open, and nowhere else: a
+        shipper looks them up by name. So the unshipped part of each is copied from the
+        open file into a new segment (marked for de-duplicated shipping: a batch may be
+        in the store already), made durable, and writing goes on there; strict calls
+        waiting on the lost bytes answer only once the copy is on disk. Bytes that cannot
+        be copied back (a read or write error) fail their strict calls (UNAVAILABLE) and
+        are counted lost. Either way it is reported loudly (an error event
+        `audit_log_segment_lost`, the `authz_audit_log_segments_lost_total` and
+        `authz_audit_log_lost_bytes_total` metrics) and the server keeps serving: with
+        the entries copied back nothing is lost, and turning a file deletion into an
+        outage (health NOT_SERVING, every strict call refused) would let whoever can
+        delete a file stop the service, while every decision from here on is recorded."""
+        current = self.segments[-1]
+        new = self._open()
+        chunks: list[bytes] = []
+        failed: set[int] = set()
+        unrecovered = 0
+        for seg in lost:
+            start = (self.shipper.shipped(seg.no) if self.shipper is not None
+                     else segment.shipped(seg.path))
+            try:
+                chunks.append(segment.read_open(seg.fd, start, seg.end))
+            except OSError as exc:
+                log.error("audit log %s: lost bytes could not be read back: %s", seg.path, exc)
+                failed.add(seg.no)
+                unrecovered += seg.end - start
+        data = b"".join(chunks)
+        try:
+            if data:
+                segment.mark_recovered(new.path, len(data))
+                segment.write_all(new.fd, data)
+            os.fsync(new.fd)
+            new.end = new.synced = new.recovered = len(data)
+        except OSError as exc:
+            log.error("audit log %s: lost bytes could not be copied back: %s", new.path, exc)
+            with contextlib.suppress(OSError):
+                os.ftruncate(new.fd, 0)
+            failed.update(s.no for s in lost)
+            unrecovered += len(data)
+            data = b""
+        if current not in lost:
+            os.fsync(current.fd)
+            current.synced, current.closed = current.end, True
+        for seg in lost:
+            self.segments.remove(seg)
+            os.close(seg.fd)
+            if not seg.path.exists():  # its cursor would otherwise stay behind for ever
+                segment.remove(seg.path)
+        self.lost_segments += len(lost)
+        self.lost_bytes += unrecovered
+        self._unsynced = 0
+        self.segments.append(new)
+        for no, _end, fut in self._waiters:
+            if no in failed and not fut.done():
+                fut.set_exception(AuditUnavailable(
+                    "the audit log segment was removed before the decision was on disk"))
+        self._waiters = [w for w in self._waiters if w[0] not in failed]
+        self._settle(new.no, new.end)
+        log.error("audit_log_segment_lost", extra={"fields": {
+            "problem": "a live audit log segment was deleted or renamed under the server",
+            "segments": [str(s.path) for s in lost], "copied_bytes": len(data),
+            "copied_to": str(new.path), "lost_bytes": unrecovered}})
+        if self._on_lost is not None:
+            self._on_lost(len(lost), unrecovered)
 
     # -- group commit ------------------------------------------------------------------
 
@@ -186,7 +280,8 @@ class LogWriter:
                 while not self._stopping and not self._waiters and (
                         self._unsynced < self.sync_entries
                         and (not self._unsynced or time.monotonic() - last < self.sync_interval)):
-                    self.cv.wait(self.sync_interval if self._unsynced else None)
+                    if not self.cv.wait(self.sync_interval) and not self._unsynced:
+                        self._check()  # idle: a segment removed now is noticed within seconds
                 if self._stopping and not self._waiters:
                     return
                 seg = self.segments[-1]
@@ -205,6 +300,7 @@ class LogWriter:
             last = time.monotonic()
             self._keep_child()
             with self.cv:
+                self._check()  # strict calls answer only for bytes in a file that has a name
                 seg.synced = max(seg.synced, end)
                 self._settle(seg.no, end)
 
@@ -226,6 +322,7 @@ class LogWriter:
         with self.cv:
             if not self.segments:
                 return True
+            self._check()  # a shipper cannot ship a segment that lost its name
             seg = self.segments[-1]
             target = (seg.no, seg.end)
         if self.shipper is not None:
@@ -259,7 +356,7 @@ class LogWriter:
         if self._syncer is None:
             return
         end = time.monotonic() + timeout
-        self.flush(max(0.0, timeout - 0.5))
+        self.flush(max(0.0, timeout - 0.5))  # checks the segments first
         with self.cv:
             self._stopping = True
             self.cv.notify_all()
@@ -289,3 +386,15 @@ class LogWriter:
                     segment.remove(seg.path)  # all in the store
                 os.close(seg.fd)  # releases the flock: a later start adopts what is left
         self._syncer = None
+
+
+def _linked(seg: Segment) -> bool:
+    """Whether the segment's name still names the file this process writes."""
+    st = os.fstat(seg.fd)
+    if st.st_nlink == 0:
+        return False
+    try:
+        at = os.stat(seg.path)
+    except FileNotFoundError:
+        return False
+    return (at.st_dev, at.st_ino) == (st.st_dev, st.st_ino)

@@ -116,6 +116,32 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def read_open(fd: int, start: int, end: int) -> bytes:
+    """Bytes `start`..`end` of a segment this process holds open, even once its name is
+    gone (deleted or renamed): /proc/self/fd reopens the file itself (Linux), since the
+    writer's descriptor is write-only."""
+    with open(f"/proc/self/fd/{fd}", "rb") as f:
+        f.seek(start)
+        data = f.read(max(0, end - start))
+    if len(data) != end - start:
+        raise OSError(f"segment shorter than written: {len(data)} of {end - start} bytes")
+    return data
+
+
+def recovered(path: Path) -> int:
+    """How many bytes at the start of `path` were copied from a lost segment (0: none):
+    entries a shipper may have stored already, so shipped de-duplicated."""
+    try:
+        return int((path.parent / (path.name + ".recovered")).read_bytes().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def mark_recovered(path: Path, size: int) -> None:
+    """Written before the copied bytes, so a shipper that sees them reads it too."""
+    (path.parent / (path.name + ".recovered")).write_bytes(b"%d\n" % size)
+
+
 def shipped(path: Path) -> int:
     """How far `path` was shipped, as its cursor file says (0: from the start)."""
     try:
@@ -127,11 +153,15 @@ def shipped(path: Path) -> int:
 def mark_shipped(path: Path, offset: int) -> None:
     """Record the cursor: one fixed-width pwrite (a hint, read back whole or as a lower
     offset: the shipper de-duplicates what it re-ships after a crash)."""
-    fd = os.open(path.parent / (path.name + ".shipped"), os.O_WRONLY | os.O_CREAT, 0o600)
+    cursor = path.parent / (path.name + ".shipped")
+    fd = os.open(cursor, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         os.pwrite(fd, b"%020d\n" % offset, 0)
     finally:
         os.close(fd)
+    if not path.exists():  # the segment was removed meanwhile: no cursor left behind for it
+        with contextlib.suppress(FileNotFoundError):
+            cursor.unlink()
 
 
 def order(path: Path) -> tuple[int, int]:
@@ -144,8 +174,9 @@ def order(path: Path) -> tuple[int, int]:
 
 
 def remove(path: Path) -> None:
-    """A fully shipped segment and its cursor go."""
-    for p in (path, path.parent / (path.name + ".shipped")):
+    """A fully shipped segment and its cursor (and recovery mark) go."""
+    for p in (path, path.parent / (path.name + ".shipped"),
+              path.parent / (path.name + ".recovered")):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
 

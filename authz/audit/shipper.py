@@ -256,15 +256,19 @@ class Shipper:
 
     def _ship_own(self) -> None:
         with self.writer.cv:
-            segs = [(s.no, s.path, s.end, s.closed) for s in self.writer.segments]
-        for no, path, end, closed in segs:
+            segs = [(s.no, s.path, s.end, s.closed, s.recovered) for s in self.writer.segments]
+        for no, path, end, closed, recovered in segs:
             pos = self._pos.get(no, 0)
             while pos < end:
-                entries, ends, _ = segment.read(path, pos, end, self.max_batch)
+                try:
+                    entries, ends, _ = segment.read(path, pos, end, self.max_batch)
+                except FileNotFoundError:  # deleted or renamed under us: the writer copies it
+                    self.writer.check_segments()
+                    return
                 if not entries:
                     log.error("audit log %s: damaged at byte %d (kept)", path, pos)
                     return
-                if not self.carrier.store(entries):
+                if not self.carrier.store(entries, dedupe=pos < recovered):
                     return
                 pos = ends[-1]
                 segment.mark_shipped(path, pos)
@@ -313,19 +317,25 @@ def follow(sink: Sink, log_dir: Path, owner: int, interval: float = 0.25,
         moved = False
         for i, path in enumerate(own):
             pos = positions.get(path)
-            dedupe = pos is None
+            first = pos is None
             if pos is None:
                 pos = segment.shipped(path)
-            while True:
-                entries, ends, _ = segment.read(path, pos, None, max_batch)  # a torn tail: later
-                if not entries or not carrier.store(entries, dedupe=dedupe):
-                    break
-                dedupe, moved = False, True
-                pos = positions[path] = ends[-1]
-                segment.mark_shipped(path, pos)
-                if len(entries) < max_batch:
-                    break
-            if i < len(own) - 1 and pos >= path.stat().st_size:  # rotated out, all shipped
+            recovered = segment.recovered(path)  # copied from a lost segment: maybe stored
+            try:
+                while True:
+                    entries, ends, _ = segment.read(path, pos, None, max_batch)  # torn: later
+                    if not entries or not carrier.store(entries, dedupe=first or pos < recovered):
+                        break
+                    first, moved = False, True
+                    pos = positions[path] = ends[-1]
+                    segment.mark_shipped(path, pos)
+                    if len(entries) < max_batch:
+                        break
+                size = path.stat().st_size
+            except FileNotFoundError:  # deleted under the server, which copies it back
+                positions.pop(path, None)
+                continue
+            if i < len(own) - 1 and pos >= size:  # rotated out, all shipped
                 segment.remove(path)
                 positions.pop(path, None)
         if time.monotonic() >= next_orphans:

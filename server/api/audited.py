@@ -293,7 +293,7 @@ def open_audit(config: Config, directory: Any) -> AuditRpc:
     trail = AuditStore(engine) if engine is not None else None
     if trail is None and mode != WriteMode.OFF:
         raise FailedPrecondition(f"audit mode {mode} needs a database store")
-    from ..process.metrics import audit_quarantined
+    from ..process.metrics import audit_log_lost, audit_quarantined
 
     sink = trail if trail is not None else _NoSink()
     writer: AuditWriter | LogWriter
@@ -301,7 +301,7 @@ def open_audit(config: Config, directory: Any) -> AuditRpc:
         folder = log_dir(config)
         writer = LogWriter(sink, mode, folder, sync_interval=config.audit_max_lag,
                            ship_interval=config.audit_ship_interval,
-                           on_quarantine=audit_quarantined,
+                           on_quarantine=audit_quarantined, on_lost=audit_log_lost,
                            ship_process=(_shipper_process(config, folder)
                                          if config.audit_shipper == "process" else None))
     else:

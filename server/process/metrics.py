@@ -23,6 +23,9 @@ import importlib
 import logging
 import os
 import re
+import shutil
+import stat
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -95,6 +98,14 @@ AUDIT_DROPPED = _metric("Counter", "authz_audit_dropped_total",
 AUDIT_QUARANTINED = _metric("Counter", "authz_audit_quarantined_total",
                             "Audit records the store refused, kept apart in the quarantine "
                             "(the rest of their batch written; shown by VerifyAudit).")
+AUDIT_LOG_SEGMENTS_LOST = _metric(
+    "Counter", "authz_audit_log_segments_lost_total",
+    "Live audit log segments found deleted or renamed under the server (their unshipped "
+    "entries copied back from the open file; event audit_log_segment_lost).")
+AUDIT_LOG_LOST_BYTES = _metric(
+    "Counter", "authz_audit_log_lost_bytes_total",
+    "Bytes of audit entries in a removed segment that could not be copied back (their "
+    "strict calls failed UNAVAILABLE; batched ones were answered already).")
 RELOADS = _metric("Counter", "authz_policy_reloads_total",
                   "Organizations whose policy was reloaded from disk.")
 RELOAD_FAILURES = _metric("Counter", "authz_policy_reload_failures_total",
@@ -129,12 +140,66 @@ def audit_quarantined(n: int = 1) -> None:
     AUDIT_QUARANTINED.inc(n)
 
 
+def audit_log_lost(segments: int, lost_bytes: int) -> None:
+    """Audit log segments removed under the server, and the bytes not copied back."""
+    AUDIT_LOG_SEGMENTS_LOST.inc(segments)
+    AUDIT_LOG_LOST_BYTES.inc(lost_bytes)
+
+
 def migration_jobs(state: str, n: int) -> None:
     """How many migration jobs are in `state` (queued, running, done, failed)."""
     MIGRATION_JOBS.labels(state).set(n)
 
 
 # --- exposition -----------------------------------------------------------------------
+
+MULTIPROC_PREFIX = "authz-metrics-"
+_OWNED = re.compile(re.escape(MULTIPROC_PREFIX) + r"(\d+)-(\d+)-")
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (/proc/PID/stat field 22, clock ticks since boot): with the
+    pid it names one process for good, since pids are reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def new_multiprocess_dir(root: Path | None = None) -> tuple[Path, list[Path]]:
+    """A fresh folder for this run's workers (`--workers`), named by this process's pid
+    and start time, and the folders of earlier runs removed first (see below)."""
+    base = root or Path(tempfile.gettempdir())
+    removed = remove_stale_multiprocess_dirs(base)
+    pid = os.getpid()
+    folder = tempfile.mkdtemp(prefix=f"{MULTIPROC_PREFIX}{pid}-{_start_time(pid)}-", dir=base)
+    return Path(folder), removed
+
+
+def remove_stale_multiprocess_dirs(root: Path) -> list[Path]:
+    """Folders left by runs whose parent is gone: a parent killed with SIGKILL removes
+    nothing, and each run leaves a file per worker and metric. A folder whose name's pid
+    and start time no live process has is removed; one of a run still going (or another
+    user's, or not named so) is left alone."""
+    removed = []
+    for path in root.glob(f"{MULTIPROC_PREFIX}*"):
+        owner = _OWNED.match(path.name)
+        if owner is None:
+            continue
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            continue  # a symlink planted in a shared /tmp is never followed
+        if _start_time(int(owner.group(1))) == owner.group(2):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            removed.append(path)
+    return removed
+
 
 def multiprocess_dir() -> Path | None:
     """The folder workers count into, when this run has several."""

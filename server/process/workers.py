@@ -12,7 +12,9 @@ quietly running at reduced capacity. The port is checked free before the workers
 
 Metrics: the parent gives the run a fresh PROMETHEUS_MULTIPROC_DIR before the workers
 start (they inherit it), so every worker counts into files there and the one serving
-/metrics reports the sum (server/process/metrics.py); the folder is removed when the run ends.
+/metrics reports the sum (server/process/metrics.py); the folder is removed when the run ends,
+or, when the parent was killed with SIGKILL, by the next run's start (named by the parent's
+pid and start time, a folder no live process owns is stale).
 """
 
 from __future__ import annotations
@@ -24,14 +26,13 @@ import multiprocessing
 import os
 import shutil
 import signal
-import tempfile
 import time
 from types import FrameType
 
 from .config import Config, ConfigError
 from .lifecycle import die_with_parent, port_free
 from .logs import event, setup_logging
-from .metrics import MULTIPROC_ENV
+from .metrics import MULTIPROC_ENV, new_multiprocess_dir
 
 log = logging.getLogger("authz.server")
 
@@ -73,7 +74,11 @@ def run_workers(config: Config) -> int:
         if problem:
             event(log, logging.ERROR, "start_failed", error=problem)
             return 1
-    folder = tempfile.mkdtemp(prefix="authz-metrics-")
+    path, stale = new_multiprocess_dir()
+    if stale:
+        event(log, logging.INFO, "metrics_dirs_removed", folders=[str(p) for p in stale],
+              why="left by runs whose parent is gone (killed with SIGKILL)")
+    folder = str(path)
     os.environ[MULTIPROC_ENV] = folder  # inherited by the spawned workers
     try:
         return _run(configs, config.listen, folder)

@@ -100,3 +100,30 @@ def test_two_sqlite_stores_in_one_folder_keep_two_logs(tmp_path: Path) -> None:
     b = segment.default_log_dir(f"sqlite:///{tmp_path / 'b.db'}")
     assert a != b and a.parent == b.parent == tmp_path
     assert segment.default_log_dir(f"sqlite:///{tmp_path / 'a.db'}?timeout=5") == a
+
+
+def test_a_segment_renamed_under_a_strict_writer_is_copied_back(tmp_path: Path) -> None:
+    """A rename takes the name away as a delete does: the strict call after it answers only
+    once its entry is on disk under a name a shipper reads, and nothing is lost or doubled."""
+    store = open_store(f"sqlite:///{tmp_path}/authz.db")
+    store.upgrade()
+    trail = AuditStore(store.engine)
+    log_dir = tmp_path / "log"
+    lost: list[tuple[int, int]] = []
+    w = LogWriter(trail, WriteMode.STRICT, log_dir, ship_interval=30,
+                  on_lost=lambda n, b: lost.append((n, b)))
+    first = w.submit([entry(1), entry(2)])
+    assert first is not None
+    first.result(5)
+    (live,) = log_dir.glob("seg-*.log")
+    live.rename(tmp_path / "moved-away.log")
+    later = w.submit([entry(3)])
+    assert later is not None
+    later.result(5)  # settled by the fsync after the copy
+    (now,) = log_dir.glob("seg-*.log")  # d3 (and d1, d2 unless shipped already) copied here
+    assert now != live and segment.read(now, 0)[0][-1].decision_id == "d3"
+    w.close(5)
+    assert [e.decision_id for e in trail.entries("acme-eu")] == ["d1", "d2", "d3"]
+    assert (w.lost_segments, w.lost_bytes, lost) == (1, 0, [(1, 0)])
+    assert sorted(os.listdir(log_dir)) == []
+    store.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -16,7 +17,7 @@ from authz.store import open_store
 from authz.store.audit import AuditStore
 from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc
-from tests.e2e.serverproc import ServerProc, run_authz, seed, start_server
+from tests.e2e.serverproc import ServerProc, free_port, run_authz, seed, start_server
 
 ORG = "acme-eu"
 USERS = ("u-sam", "u-paul", "u-ivy", "u-anna")
@@ -111,3 +112,47 @@ def test_workers_each_log_their_own_segment_and_one_chain_holds(tmp_path: Path) 
     time.sleep(0.2)
     ids = _trail_ids(url)  # verifies: one chain, whichever worker shipped which entry
     assert set(acked) <= set(ids) and len(ids) == len(set(ids))
+
+
+def _checks(server: ServerProc, n: int) -> list[str]:
+    with grpc.insecure_channel(server.address) as ch:
+        stub = authz_pb2_grpc.AuthzServiceStub(ch)
+        return [stub.Check(pb.CheckRequest(org_id=ORG, user=USERS[i % len(USERS)],
+                                           action="view", module="invoices"),
+                           timeout=10).decision_id for i in range(n)]
+
+
+@pytest.mark.parametrize(("shipper", "mode"), [("process", "batched"), ("thread", "strict")])
+def test_a_segment_deleted_under_the_server_loses_nothing_and_is_reported(
+        tmp_path: Path, shipper: str, mode: str) -> None:
+    """An operator's cleanup deletes the live segment: entries written before (not yet
+    shipped) and after both reach the store, once each, and the event is reported."""
+    url = f"sqlite:///{tmp_path / 'authz.db'}"
+    seed(url)
+    config = _config(tmp_path, "log", ship_interval=2.0)  # entries unshipped at the delete
+    config.write_text(config.read_text() + f'audit_shipper = "{shipper}"\n'
+                      f'audit_mode = "{mode}"\n')
+    metrics = free_port()
+    server = start_server(tmp_path, url, "--config", str(config),
+                          "--metrics-listen", f"127.0.0.1:{metrics}")
+    log_dir = tmp_path / "authz.db.audit-log"
+    try:
+        before = _checks(server, 40)
+        (live,) = log_dir.glob(f"seg-{server.proc.pid}-*.log")
+        live.unlink()
+        after = _checks(server, 40)
+        deadline = time.monotonic() + 60
+        while set(before + after) - set(_trail_ids(url)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        ids = _trail_ids(url)  # verifies the chain
+        missing = set(before + after) - set(ids)
+        assert not missing, f"{len(missing)} answered decisions lost:\n{server.log()[-3000:]}"
+        assert len(ids) == len(set(ids))  # nothing shipped twice
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics",
+                                      timeout=5).read().decode()
+        assert "authz_audit_log_segments_lost_total 1.0" in text
+        assert "authz_audit_log_lost_bytes_total 0.0" in text
+        assert '"audit_log_segment_lost"' in server.log()
+        assert [p for p in log_dir.glob("*") if p.name.startswith(live.name)] == []
+    finally:
+        assert server.stop() == 0, server.log()

@@ -52,22 +52,34 @@ def test_batch_with_unreachable_revision_waits_once_and_answers(server: ServerPr
 
 def test_clients_that_give_up_do_not_hold_worker_threads(server: ServerProc) -> None:
     """More hostile calls than worker threads, each given up by its client after a short
-    deadline; then an ordinary call that needs a worker thread must still be answered."""
-    def hostile(i: int) -> grpc.StatusCode:
+    deadline; then an ordinary call that needs a worker thread must still be answered.
+
+    A hostile call ends one of three ways, all refusals: the client's deadline, the
+    server's wait running out (Check: FAILED_PRECONDITION), or, for a CheckBatch, that
+    same wait running out answered per item (OK, every item FAILED_PRECONDITION). The
+    wait ends at the call's deadline, so which of these the client sees is a race between
+    the answer and its own deadline timer, which fires late on a loaded machine: only a
+    decision, or any other error, fails the test (it once asserted the first two only,
+    and failed under load when the batch's answer won the race)."""
+    refused = grpc.StatusCode.FAILED_PRECONDITION
+
+    def hostile(i: int) -> str:
         with grpc.insecure_channel(server.address) as ch:
             stub = pb_grpc.AuthzServiceStub(ch)
             try:
                 if i % 2:
-                    stub.CheckBatch(_batch(200), timeout=0.5)
-                else:
-                    stub.Check(_batch(1).requests[0], timeout=0.5)
+                    out = stub.CheckBatch(_batch(200), timeout=0.5)
+                    items = {r.error.code if r.WhichOneof("result") == "error" else None
+                             for r in out.results}
+                    return refused.name if items == {refused.value[0]} else f"OK {items}"
+                stub.Check(_batch(1).requests[0], timeout=0.5)
             except grpc.RpcError as err:
-                return err.code()
-            return grpc.StatusCode.OK
+                return str(err.code().name)
+            return "OK (decided)"
 
     with ThreadPoolExecutor(THREADS * 3) as pool:
-        codes = list(pool.map(hostile, range(THREADS * 3)))
-    assert set(codes) <= {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.FAILED_PRECONDITION}
+        outcomes = list(pool.map(hostile, range(THREADS * 3)))
+    assert set(outcomes) <= {grpc.StatusCode.DEADLINE_EXCEEDED.name, refused.name}, outcomes
     with grpc.insecure_channel(server.address) as ch:
         stub = pb_grpc.AuthzServiceStub(ch)
         # ListFilter always runs in a worker thread: answered only if one is free.

@@ -134,6 +134,59 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path: Path, db_url: str) -
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_a_killed_parents_metrics_folder_is_removed_by_the_next_start(tmp_path: Path,
+                                                                      db_url: str) -> None:
+    """A parent killed with SIGKILL cannot remove its workers' metrics folder; the next
+    start removes every folder no live process owns, and only those."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**server_env(), "TMPDIR": str(tmp)}
+    me = os.getpid()
+    with open(f"/proc/{me}/stat", "rb") as f:
+        started = f.read().rsplit(b")", 1)[1].split()[19].decode()
+    live = tmp / f"authz-metrics-{me}-{started}-keep"  # a run that goes on (this process)
+    reused = tmp / f"authz-metrics-{me}-1-gone"  # this pid, another process's start: gone
+    for folder in (live, reused):
+        folder.mkdir()
+    port = free_port()
+
+    def serve(name: str) -> tuple[subprocess.Popen[bytes], Path]:
+        log = tmp_path / name
+        with log.open("wb") as out:
+            proc = subprocess.Popen([AUTHZ, "serve", "--db", db_url, "--listen",
+                                     f"127.0.0.1:{port}", "--workers", "2", "--grace", "1"],
+                                    stdout=out, stderr=subprocess.STDOUT, env=env)
+        return proc, log
+
+    parent, log = serve("first.log")
+    pids = _worker_pids(log)
+    try:
+        ServerProc(f"127.0.0.1:{port}", port, parent, log).wait_serving()
+        (left,) = set(tmp.glob("authz-metrics-*")) - {live, reused}
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert left.is_dir()  # what SIGKILL leaves behind
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    again, again_log = serve("second.log")
+    try:
+        ServerProc(f"127.0.0.1:{port}", port, again, again_log).wait_serving()
+        assert not left.exists() and not reused.exists(), again_log.read_text()
+        assert live.is_dir()
+        (current,) = set(tmp.glob("authz-metrics-*")) - {live}
+        assert f"authz-metrics-{again.pid}-" in current.name
+        assert '"metrics_dirs_removed"' in again_log.read_text()
+    finally:
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(30) == 0, again_log.read_text()
+    assert set(tmp.glob("authz-metrics-*")) == {live}  # a clean stop removes its own
+
+
 def test_sigterm_finishes_within_grace_while_the_store_is_wedged(tmp_path: Path) -> None:
     """Every worker thread blocked on a table lock: SIGTERM must still end the process."""
     import sqlalchemy as sa
