@@ -64,6 +64,14 @@ def _kill_mid_batch(url: str, app: str) -> int:
                     time.sleep(0.01)
                 admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": waiting[0]})
                 admin.commit()
+                # Termination is asynchronous: until the backend is gone it may still be
+                # listed as waiting, and the next kill would pick the same one again.
+                while admin.execute(sa.text("SELECT 1 FROM pg_stat_activity WHERE pid = :p"),
+                                    {"p": waiting[0]}).first() is not None:
+                    admin.commit()
+                    assert time.monotonic() < deadline + 20, "the killed backend never exited"
+                    time.sleep(0.01)
+                admin.commit()
             return int(waiting[0])
     finally:
         engine.dispose()
