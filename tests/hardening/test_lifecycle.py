@@ -159,15 +159,17 @@ def test_a_killed_parents_metrics_folder_is_removed_by_the_next_start(tmp_path: 
         return proc, log
 
     parent, log = serve("first.log")
-    pids = _worker_pids(log)
+    pids = _worker_pids(log, timeout=120)
     try:
-        ServerProc(f"127.0.0.1:{port}", port, parent, log).wait_serving()
+        # Two spawned workers start slowly on a loaded machine: bounded waits, not timings.
+        ServerProc(f"127.0.0.1:{port}", port, parent, log).wait_serving(timeout=120)
         (left,) = set(tmp.glob("authz-metrics-*")) - {live, reused}
         parent.kill()
         parent.wait()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while any(_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
+        assert not any(_alive(p) for p in pids), log.read_text()  # the port is free again
         assert left.is_dir()  # what SIGKILL leaves behind
     finally:
         for pid in pids:
@@ -175,7 +177,11 @@ def test_a_killed_parents_metrics_folder_is_removed_by_the_next_start(tmp_path: 
                 os.kill(pid, signal.SIGKILL)
     again, again_log = serve("second.log")
     try:
-        ServerProc(f"127.0.0.1:{port}", port, again, again_log).wait_serving()
+        ServerProc(f"127.0.0.1:{port}", port, again, again_log).wait_serving(timeout=120)
+        deadline = time.monotonic() + 120  # both workers up: a SIGTERM mid-start exits 15
+        while again_log.read_text().count('"event": "serving"') < 2 and (
+                time.monotonic() < deadline):
+            time.sleep(0.1)
         assert not left.exists() and not reused.exists(), again_log.read_text()
         assert live.is_dir()
         (current,) = set(tmp.glob("authz-metrics-*")) - {live}
