@@ -157,12 +157,15 @@ def reason_number(reason: Reason) -> int:
 
 def check_response(d: Decision, decided_at: datetime | None = None,
                    stamp: Timestamp | None = None,
-                   identities: dict[int, tuple[Identity, pb.Identity]] | None = None
-                   ) -> pb.CheckResponse:
+                   identities: dict[int, tuple[Identity, pb.Identity]] | None = None,
+                   out: pb.CheckResponse | None = None) -> pb.CheckResponse:
     """A domain Decision as a proto CheckResponse. `stamp`, when given, is used as
     decided_at as is (CheckBatch stamps its items once, not a clock read each).
     `identities` (CheckBatch) keeps each Identity's message, built once per batch: the
-    items of a batch share few identities (the same snapshot's objects)."""
+    items of a batch share few identities (the same snapshot's objects). `out`, when
+    given, is filled in place (a CheckBatch result's own message: no copy into it).
+    Fields are set one by one, repeated ones only when not empty: an empty list passed
+    to the constructor costs ~0.5 us each."""
     if stamp is None:
         stamp = now_stamp() if decided_at is None else _from_datetime(decided_at)
     ident = d.identity
@@ -174,23 +177,26 @@ def check_response(d: Decision, decided_at: datetime | None = None,
         if known is None:
             known = identities[id(ident)] = (ident, _identity(ident))
         ident_pb = known[1]
-    out = pb.CheckResponse(
-        decision=pb.DECISION_ALLOW if d.allowed else pb.DECISION_DENY,
-        reason=_REASONS[d.reason],
-        message=d.message,
-        mode=_MODES[d.mode],
-        identity=ident_pb,
-        hidden_fields=d.hidden_fields,
-        read_only_fields=d.read_only_fields,
-        blocked_until_approved=d.blocked_until_approved,
-        policy_revision=d.policy_revision,
-        directory_revision=d.directory_revision,
-        decision_id=d.decision_id,
-        product=d.product,
-        matched_rules=d.matched_rules,
-        decided_at=stamp,
-        org_id=d.org_id,
-    )
+    if out is None:
+        out = pb.CheckResponse()
+    out.decision = pb.DECISION_ALLOW if d.allowed else pb.DECISION_DENY
+    out.reason = _REASONS[d.reason]
+    out.message = d.message
+    out.mode = _MODES[d.mode]
+    out.identity.CopyFrom(ident_pb)
+    if d.hidden_fields:
+        out.hidden_fields.extend(d.hidden_fields)
+    if d.read_only_fields:
+        out.read_only_fields.extend(d.read_only_fields)
+    out.blocked_until_approved = d.blocked_until_approved
+    out.policy_revision = d.policy_revision
+    out.directory_revision = d.directory_revision
+    out.decision_id = d.decision_id
+    out.product = d.product
+    if d.matched_rules:
+        out.matched_rules.extend(d.matched_rules)
+    out.decided_at.CopyFrom(stamp)
+    out.org_id = d.org_id
     if d.approval is not None:
         a = d.approval
         out.approval.CopyFrom(pb.ApprovalObligation(

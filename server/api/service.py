@@ -164,8 +164,8 @@ class AuthzService(pb_grpc.AuthzServiceServicer):
                 errors += 1
                 add(error=convert.error_status(result))
             else:
-                add(response=convert.check_response(result, stamp=stamp,
-                                                    identities=identities))
+                convert.check_response(result, stamp=stamp, identities=identities,
+                                       out=add().response)
                 counts[(result.allowed, convert.reason_number(result.reason))] += 1
         return out, audit.record_many(valid, decisions, caller, deadline), errors
 
