@@ -80,13 +80,14 @@ _RECORD_TEXT = ("record_id", "customer_id", "owner", "currency", "status", "crea
 
 def check_request(msg: pb.CheckRequest) -> CheckRequest:
     """A proto CheckRequest as the domain's, rejecting what proto cannot rule out."""
-    if msg.channel not in _CHANNELS:
+    channel = _CHANNELS.get(msg.channel)
+    if channel is None:
         raise InvalidArgument("channel", f"unknown channel value {msg.channel}")
     rec = msg.record
     total: float | None = None
     if rec.HasField("total"):
         total = rec.total.value
-        if math.isnan(total) or math.isinf(total):
+        if not math.isfinite(total):
             raise InvalidArgument("record.total", "must be a finite number")
     record = Record(rec.record_id, rec.customer_id, rec.owner, total, rec.currency, rec.status,
                     rec.approval_level, rec.created_by, rec.location)
@@ -111,9 +112,10 @@ def check_request(msg: pb.CheckRequest) -> CheckRequest:
         module=module,
         product=product,
         record=record,
-        read_fields=tuple(msg.read_fields),
-        write_fields=tuple(msg.write_fields),
-        channel=_CHANNELS[msg.channel],
+        # tuple() of an empty repeated field costs ~0.5 us: most requests name no fields
+        read_fields=tuple(read) if (read := msg.read_fields) else (),
+        write_fields=tuple(write) if (write := msg.write_fields) else (),
+        channel=channel,
         explain=msg.explain,
         min_revision=_min_revision(msg.min_revision),
     )
