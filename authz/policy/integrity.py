@@ -11,6 +11,9 @@ swapped for another organization's or an older revision's, or a seal missing (a 
 that stopped half-way) is refused, naming the file. What the manifest says exists
 (field rules, approval levels, blocked actions) must also be in the rows: a missing
 restriction table is never read as "no restriction" (`check_tables`).
+
+A seal may also carry an HMAC under a policy key (`sealkey`): a process that requires a key
+refuses a seal without a valid one; otherwise the MAC is not checked (`Verified.signed_by`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from authz.errors import PolicyUnavailable
+from authz.policy import sealkey
 
 SEAL_FORMAT = 1
 SEAL_SUFFIX = ".seal"
@@ -101,6 +105,8 @@ class Verified:
     manifest: dict[str, Any]
     rows: dict[str, int]
     extra: dict[str, bytes]  # other sealed files by name (the source map)
+    signed_by: str = ""  # the key id the seal names ("": unsigned)
+    mac_checked: bool = False  # whether that signature was verified (a key was required)
 
 
 def _read(org_id: str, path: Path) -> bytes:
@@ -151,6 +157,10 @@ def verify(orgs_dir: Path, org_id: str, model: str) -> Verified:
     if sealed.get("org_id") != org_id:
         raise PolicyIntegrityError(org_id, str(seal_path), f"seal of organization "
                                    f"{sealed.get('org_id')!r}, not {org_id!r}")
+    keys = sealkey.required()
+    unsigned = sealkey.check(sealed, keys)
+    if unsigned is not None:
+        raise PolicyIntegrityError(org_id, str(seal_path), unsigned)
     revision = sealed.get("revision")
     if not isinstance(revision, str) or not revision:
         raise PolicyIntegrityError(org_id, str(seal_path), "seal names no revision")
@@ -195,7 +205,8 @@ def verify(orgs_dir: Path, org_id: str, model: str) -> Verified:
         data = _read(org_id, orgs_dir / name)
         _check_file(org_id, orgs_dir / name, data, want)
         extra[name] = data
-    return Verified(org_id, revision, csv_text, manifest, rows, extra)
+    return Verified(org_id, revision, csv_text, manifest, rows, extra,
+                    sealkey.signer(sealed), bool(keys))
 
 
 def check_loaded(org_id: str, path: str, rows: Mapping[str, int],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -11,12 +12,25 @@ from typing import Any
 
 import authz
 from authz.decision import Decision
-from authz.policy import compiler, report, testing
+from authz.policy import compiler, integrity, report, sealkey, testing
 from authz.policy.diff import diff_specs
 from authz.policy.errors import PolicyError
 from authz.policy.sources import read_tree
 
 DEFAULT_ROOT = Path(authz.__file__).resolve().parent / "policies"
+KEY_ENV = "AUTHZ_POLICY_KEY_FILE"
+
+
+def _key_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--policy-key-file", action="append", metavar="PATH",
+                   help=f"policy key file (repeatable; env {KEY_ENV}, comma-separated): {what}")
+
+
+def _keys(args: argparse.Namespace) -> tuple[sealkey.PolicyKey, ...]:
+    """The key files of --policy-key-file, else of the environment (none: unkeyed)."""
+    paths = args.policy_key_file or [p for p in os.environ.get(KEY_ENV, "").split(",")
+                                     if p.strip()]
+    return sealkey.read_keys(p.strip() for p in paths)
 
 
 def register(sub: Any) -> None:
@@ -34,6 +48,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, help="output folder (default: ROOT/generated)")
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 naming stale files if the output is out of date")
+    _key_arg(p, "sign every seal with the first")
     p.set_defaults(func=cmd_compile)
 
     p = psub.add_parser("validate", help="check sources and test suites; write nothing")
@@ -57,6 +72,7 @@ def register(sub: Any) -> None:
                         "server load does; exit 1 naming each file that does not verify")
     p.add_argument("--policy-dir", type=Path, default=DEFAULT_ROOT / compiler.GENERATED,
                    help="compiled policy folder (default: %(default)s)")
+    _key_arg(p, "every seal must be signed by one of them, as a server given them requires")
     p.set_defaults(func=cmd_verify)
 
     p = psub.add_parser("diff", help="how decisions change between two policy trees")
@@ -97,10 +113,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
     out: Path = args.out or root / compiler.GENERATED
     started = time.perf_counter()
     try:
+        keys = _keys(args)
+    except sealkey.KeyFileError as exc:
+        print(f"error: {exc}; nothing written", file=sys.stderr)
+        return 2
+    try:
         tree = read_tree(root, progress=_progress("reading"))
     except PolicyError as exc:
         return _fail(exc, args.root)
     files = compiler.render(tree, progress=_progress("compiling"))
+    if keys:  # signed here, after the compile: the compiler itself never sees a key
+        files = {rel: sealkey.sign(data, keys[0]) if rel.endswith(integrity.SEAL_SUFFIX)
+                 else data for rel, data in files.items()}
     changed = compiler.stale(files, out)
     elapsed = time.perf_counter() - started
     if args.check:
@@ -113,8 +137,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         return 0
     if changed:
         compiler.write_atomic(files, out)
+    signed = f", seals signed with key id {keys[0].key_id}" if keys else ""
     print(f"compiled {len(tree.orgs)} organizations in {elapsed:.2f}s; "
-          f"{len(changed)} file(s) changed in {out}")
+          f"{len(changed)} file(s) changed in {out}{signed}")
     return 0
 
 
@@ -181,21 +206,35 @@ def explain_all(results: list[testing.OrgResult]) -> dict[int, list[str]]:
 def cmd_verify(args: argparse.Namespace) -> int:
     from authz.engine.engine import PolicySet
     from authz.engine.index import load_org
-    from authz.policy.integrity import PolicyIntegrityError
+    from authz.policy.compiler import MODEL_CONF
 
+    try:
+        keys = _keys(args)
+    except sealkey.KeyFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    sealkey.require(keys)
     policies = PolicySet(args.policy_dir)
     orgs = policies.org_ids()
     bad = 0
+    signers: dict[str, int] = {}
     for org in orgs:
         try:
+            files = integrity.verify(args.policy_dir / "orgs", org, MODEL_CONF)
             load_org(args.policy_dir, org)
-        except PolicyIntegrityError as exc:
+        except integrity.PolicyIntegrityError as exc:
             bad += 1
             print(f"error: {exc.file}: {exc.problem}", file=sys.stderr)
+        else:
+            signers[files.signed_by] = signers.get(files.signed_by, 0) + 1
     if bad:
         print(f"{bad} of {len(orgs)} organizations do not verify", file=sys.stderr)
         return 1
     print(f"{len(orgs)} organizations verify")
+    for key_id, n in sorted(signers.items()):
+        state = ("unsigned" if not key_id else f"signed with key id {key_id}: MAC "
+                 + ("valid" if keys else "unchecked (no --policy-key-file given)"))
+        print(f"  {n} {state}")
     return 0
 
 

@@ -20,6 +20,8 @@ _SERVE = {
     "tls_client_ca": (str, "CA of client certificates: the port then requires mTLS"),
     "token_listen": (str, "extra host:port, TLS without client certificates, for bearer tokens"),
     "callers": (str, "callers file (scopes, organizations, certificate names, token hashes)"),
+    "policy_key_file": (str, "policy key file(s), comma-separated: every seal must then be "
+                              "signed by one of them (authz policy compile --policy-key-file)"),
     "max_message_bytes": (int, "largest request accepted (default 16 MiB)"),
     "max_connections": (int, "open client connections per port (default 10000)"),
     "max_streams": (int, "concurrent calls on one connection (default 100)"),

@@ -124,6 +124,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             config_file=args.config)
         auth.check_config(cfg)
         config.check_policy_dir(cfg)
+        config.policy_keys(cfg)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -135,6 +136,7 @@ def cmd_directory_import(args: argparse.Namespace) -> int:
     from authz.directory_check import DirectoryPolicy
     from authz.engine.engine import PolicySet
     from authz.errors import AuthzError
+    from authz.policy import sealkey
     from authz.policy.errors import PolicyError
     from authz.policy.yamlsrc import load
 
@@ -143,6 +145,7 @@ def cmd_directory_import(args: argparse.Namespace) -> int:
     try:
         cfg = config.load({"db": args.db, "policy_dir": args.policy_dir},
                           config_file=args.config)
+        sealkey.require(config.policy_keys(cfg))  # the policy checked as the server checks it
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -19,13 +19,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from authz.engine.engine import Engine, PolicySet
+from authz.policy import sealkey
 from authz.v1 import authz_pb2, authz_pb2_grpc
 
 from ..api import extauthz, reflection
 from ..api.audited import AuditRpc, open_audit
 from ..api.service import AuthzService, Store
 from . import lifecycle
-from .config import Config
+from .config import Config, policy_keys
 from .logs import event
 from .ops import Ops
 
@@ -101,6 +102,7 @@ class Server:
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
         self._store = await loop.run_in_executor(self._executor, self.store_factory, cfg.db)
+        sealkey.require(policy_keys(cfg))  # before any load; none: seals need no key
         policies = PolicySet(cfg.policy_dir)
         orgs = await loop.run_in_executor(self._executor, policies.warm) if cfg.warm else 0
         self._audit = open_audit(cfg, self._store)

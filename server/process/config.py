@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from authz.engine.engine import DEFAULT_POLICY_DIR
+from authz.policy import sealkey
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DB = "sqlite:///var/authz.db"
@@ -34,6 +35,9 @@ class Config:
     listen: str = DEFAULT_LISTEN  # host:port; port 0 picks a free port
     db: str = DEFAULT_DB  # SQLAlchemy URL of the store
     policy_dir: Path = DEFAULT_POLICY_DIR  # compiled policy (generated/)
+    # Policy key files (authz.policy.sealkey): when given, every seal must be signed by one
+    # of them (a comma-separated list in flags and env, a list or text in the file).
+    policy_key_file: tuple[str, ...] = ()
     log_level: str = "INFO"
     grace: float = 10.0  # seconds in-flight calls get to finish on SIGTERM/SIGINT
     workers: int = 1  # server processes sharing the listen port (SO_REUSEPORT), one store
@@ -92,6 +96,12 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     try:
         if name == "policy_dir":
             return Path(str(value))
+        if name == "policy_key_file":
+            items = value if isinstance(value, list) else str(value).split(",")
+            paths = tuple(str(p).strip() for p in items if str(p).strip())
+            if not paths:
+                raise ValueError("expected one or more key file paths")
+            return paths
         if name in AUDIT_CHOICES:
             text = str(value).strip().lower()
             if text not in AUDIT_CHOICES[name]:
@@ -162,6 +172,14 @@ def check_policy_dir(cfg: Config) -> None:
             f"policy_dir: no compiled policy in {cfg.policy_dir} (model.conf missing): set "
             "--policy-dir, AUTHZ_POLICY_DIR or policy_dir in the config file to the folder "
             "`authz policy compile` writes (in the repository: authz/policies/generated)")
+
+
+def policy_keys(cfg: Config) -> tuple[sealkey.PolicyKey, ...]:
+    """The policy keys configured (read now: a bad key file stops the start, named)."""
+    try:
+        return sealkey.read_keys(cfg.policy_key_file)
+    except sealkey.KeyFileError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def read_file(path: Path) -> dict[str, Any]:
