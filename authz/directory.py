@@ -119,7 +119,7 @@ class DirectorySnapshot:
     # Identities resolved against this snapshot, by the user key a request named (filled
     # by authz.engine.identity): a snapshot is immutable, so an entry stays right for its
     # lifetime and dies with it; resolving is a third of a decision otherwise.
-    resolved: dict[str, tuple[object, object]] = field(default_factory=dict, compare=False, repr=False)
+    resolved: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(

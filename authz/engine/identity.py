@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from typing import cast
+from dataclasses import dataclass, field
 
 from authz import catalog
 from authz.decision import Identity, IdentityKind, Reason
@@ -23,6 +22,25 @@ class Resolved:
     reason: Reason | None = None
     message: str = ""
     label: str = ""  # how decisions name the identity's roles (`role_label`)
+    # the index it was resolved with (a cache entry is good for that index only)
+    org: object = field(default=None, compare=False, repr=False)
+
+
+#: Role sets by value: users with the same roles, in any organization, share one tuple of
+#: interned names (the index's own keys), which stays in the CPU's caches and compares by
+#: identity in the index's lookups. Bounded: emptied when full (costs sharing only).
+_ROLE_SETS: dict[tuple[str, ...], tuple[str, ...]] = {}
+_ROLE_SETS_MAX = 10_000
+
+
+def _role_set(roles: tuple[str, ...]) -> tuple[str, ...]:
+    known = _ROLE_SETS.get(roles)
+    if known is not None:
+        return known
+    if len(_ROLE_SETS) >= _ROLE_SETS_MAX:
+        _ROLE_SETS.clear()
+    _ROLE_SETS[roles] = roles
+    return roles
 
 
 def role_label(org: OrgIndex, roles: tuple[str, ...]) -> str:
@@ -53,13 +71,13 @@ def resolve_cached(org: OrgIndex, snap: DirectorySnapshot, user: str) -> Resolve
     dict operations: safe to share between threads under the GIL.
     """
     cache = snap.resolved
-    hit = cache.get(user)
-    if hit is not None and hit[0] is org:
-        return cast(Resolved, hit[1])
+    hit: Resolved | None = cache.get(user)  # type: ignore[assignment]  # (no cast() call)
+    if hit is not None and hit.org is org:
+        return hit
     resolved = resolve(org, snap, user)
     if len(cache) >= len(snap.crm_users) + _CACHE_SLACK:
         cache.clear()
-    cache[user] = (org, resolved)
+    cache[user] = resolved
     return resolved
 
 
@@ -68,17 +86,19 @@ def resolve(org: OrgIndex, snap: DirectorySnapshot, user: str) -> Resolved:
     crm = snap.crm_user(user)
     if crm is None:
         return Resolved(Identity(IdentityKind.NONE), None, {}, Reason.USER_UNKNOWN,
-                        f"no CRM user '{user}' in the directory")
+                        f"no CRM user '{user}' in the directory", org=org)
     none = Identity(kind=IdentityKind.NONE, crm_user_id=crm.id, email=crm.email,
                     display_name=crm.name)
     if crm.status != "active":
-        return Resolved(none, crm, {}, Reason.CRM_USER_DISABLED, f"CRM user {crm.id} is disabled")
+        return Resolved(none, crm, {}, Reason.CRM_USER_DISABLED, f"CRM user {crm.id} is disabled",
+                        org=org)
     finance = {p: f for p, f in snap.finance_users(crm).items() if p in org.products}
     if finance:
         active = {p: f for p, f in finance.items() if f.status == "active"}
         if not active:
             return Resolved(none, crm, {}, Reason.FINANCE_USER_INACTIVE,
-                            f"{crm.email} is inactive in " + " and ".join(sorted(finance)))
+                            f"{crm.email} is inactive in " + " and ".join(sorted(finance)),
+                            org=org)
         books = active.get(catalog.BOOKS)
         subs = active.get(catalog.SUBSCRIPTIONS)
         identity = Identity(
@@ -88,17 +108,17 @@ def resolve(org: OrgIndex, snap: DirectorySnapshot, user: str) -> Resolved:
             display_name=(books or subs or crm).name,
             books_user_id=books.user_id if books else "",
             subscriptions_user_id=subs.user_id if subs else "",
-            # interned: the index's role keys, so lookups compare by identity
-            roles=org.roles_of(tuple(sys.intern(f"{p}:{f.role_id}") for p, f in active.items())),
+            roles=_role_set(org.roles_of(tuple(sys.intern(f"{p}:{f.role_id}")
+                                               for p, f in active.items()))),
         )
-        return Resolved(identity, crm, active, label=role_label(org, identity.roles))
+        return Resolved(identity, crm, active, label=role_label(org, identity.roles), org=org)
     integ = snap.integration_users.get(crm.id)
     if integ is not None:
         identity = Identity(kind=IdentityKind.INTEGRATION_USER, crm_user_id=crm.id,
                             email=crm.email, display_name=crm.name,
                             integration_user_id=integ.integration_user_id,
                             roles=(INTEGRATION_ROLE,))
-        return Resolved(identity, crm, {}, label=role_label(org, identity.roles))
+        return Resolved(identity, crm, {}, label=role_label(org, identity.roles), org=org)
     return Resolved(none, crm, {}, Reason.NOT_MIGRATED,
                     f"CRM user {crm.id} is neither a licensed finance user nor a migrated "
-                    "integration user")
+                    "integration user", org=org)

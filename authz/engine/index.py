@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import casbin
 from casbin.model import Model
@@ -38,11 +38,14 @@ _KEYS: tuple[tuple[str, str, str], ...] = tuple(
 _BIT: dict[tuple[str, str, str], int] = {k: 1 << i for i, k in enumerate(_KEYS)}
 #: What a module without field rules hides and makes read-only, for every role.
 _NO_MASKS: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
-#: Role rule tables by value: organizations built from the same role templates share one
-#: copy (equal tables only). Bounded: when full it is emptied, which costs sharing, not
-#: correctness.
-_TABLES: dict[tuple[tuple[int, str, str], ...], tuple[tuple[int, str, str], ...]] = {}
-_TABLES_MAX = 100_000
+#: Immutable parts of indexes by value (`_shared`): equal ones are held once. Bounded:
+#: when full it is emptied, which costs sharing, not correctness.
+_SHARED: dict[Any, Any] = {}
+_SHARED_DICTS: dict[frozenset[Any], dict[Any, Any]] = {}
+_SHARED_MAX = 100_000
+_T = TypeVar("_T")
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 # A role's rules: (mask of (product, module, action) bits, scope, channel), one entry per
 # distinct (scope, channel); each bit is in at most one mask (one rule per role and key).
@@ -106,41 +109,44 @@ class ModuleApprovalInfo:
         return None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class OrgIndex:
-    """Everything a decision needs about one organization's policy, keyed for lookups."""
+    """Everything a decision needs about one organization's policy, keyed for lookups.
 
-    org_id: str
-    revision: str
-    # the manifest's JSON, compressed: read by admin paths only, so not kept parsed
-    manifest_z: bytes
-    products: tuple[str, ...]
+    What every decision reads comes first: slots are laid out in this order, so those
+    reads touch two or three cache lines of the object, not all of them."""
+
     effective_mode: str
-    mode_reason: str
-    integration_owner: str
-    allow_self_approval: bool
-    role_names: dict[str, str]
+    products: tuple[str, ...]
     # role -> its rules over the catalogue's (product, module, action) bits
     role_rules: dict[str, RoleRules]
-    # (product, module, action) outside the catalogue -> role -> (scope, channel): kept
-    # apart so that the bits stay fixed; a compiled policy names none (it is validated)
-    other_grants: dict[tuple[str, str, str], dict[str, tuple[str, str]]]
-    # role -> the roles it holds through Casbin's role graph (itself first); roles that
-    # hold only themselves are left out
-    implied: dict[str, tuple[str, ...]]
+    approvals: dict[tuple[str, str], ModuleApprovalInfo]
     # (product, module) -> field -> role -> access
     fields: dict[tuple[str, str], dict[str, dict[str, str]]]
-    # (product, module, flow, level) -> approver subjects (role keys and user:<email>)
-    approvers: dict[tuple[str, str, str, int], frozenset[str]]
-    approvals: dict[tuple[str, str], ModuleApprovalInfo]
-    blocked: frozenset[tuple[str, str, str]]
     _masks: dict[tuple[tuple[str, ...], str, str], tuple[tuple[str, ...], tuple[str, ...]]] = field(
         default_factory=dict
     )
-    # roles -> how decisions name them ("role Staff (books)"), filled by decide
-    labels: dict[tuple[str, ...], str] = field(default_factory=dict)
+    org_id: str
+    revision: str
+    allow_self_approval: bool
+    # role -> the roles it holds through Casbin's role graph (itself first); roles that
+    # hold only themselves are left out
+    implied: dict[str, tuple[str, ...]]
     # where compiled rows came from (compiler.source_map), for explain; empty when absent
     sources: dict[str, Any] = field(default_factory=dict)
+    # roles -> how decisions name them ("role Staff (books)"), filled on first use
+    labels: dict[tuple[str, ...], str] = field(default_factory=dict)
+    mode_reason: str
+    integration_owner: str
+    role_names: dict[str, str]
+    # (product, module, action) outside the catalogue -> role -> (scope, channel): kept
+    # apart so that the bits stay fixed; a compiled policy names none (it is validated)
+    other_grants: dict[tuple[str, str, str], dict[str, tuple[str, str]]]
+    # (product, module, flow, level) -> approver subjects (role keys and user:<email>)
+    approvers: dict[tuple[str, str, str, int], frozenset[str]]
+    blocked: frozenset[tuple[str, str, str]]
+    # the manifest's JSON, compressed: read by admin paths only, so not kept parsed
+    manifest_z: bytes
 
     def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
         """Unpickled (an index built in another process): role tables and names shared
@@ -150,6 +156,12 @@ class OrgIndex:
         intern = sys.intern
         self.role_rules = {intern(r): _shared(tuple((m, intern(s), intern(c)) for m, s, c in t))
                            for r, t in self.role_rules.items()}
+        self.products = _shared(tuple(map(intern, self.products)))
+        self.effective_mode = intern(self.effective_mode)
+        self.approvals = _shared_dict({
+            _shared((intern(p), intern(m))): _shared(ModuleApprovalInfo(
+                intern(a.type), frozenset(map(intern, a.blocked)), a.flows))
+            for (p, m), a in self.approvals.items()})
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -388,16 +400,16 @@ def build_index(enforcer: casbin.Enforcer, manifest: dict[str, Any]) -> OrgIndex
     approvals = {}
     for key, cfg in manifest["approvals"].items():
         prod, mod = key.split("/", 1)
-        approvals[(prod, mod)] = ModuleApprovalInfo(
-            cfg["type"], frozenset(cfg["blocked_until_approved"]),
-            tuple(_flow(r) for r in cfg["rules"]))
+        approvals[_shared((intern(prod), intern(mod)))] = _shared(ModuleApprovalInfo(
+            intern(cfg["type"]), frozenset(map(intern, cfg["blocked_until_approved"])),
+            tuple(_flow(r) for r in cfg["rules"])))
     return OrgIndex(
         org_id=manifest["org_id"],
         revision=manifest["revision"],
-        manifest_z=zlib.compress(json.dumps(manifest).encode(), 6),
-        products=tuple(manifest["products"]),
-        effective_mode=manifest["effective_mode"],
-        mode_reason=manifest["mode_reason"],
+        manifest_z=zlib.compress(json.dumps(manifest).encode(), 1),
+        products=_shared(tuple(map(intern, manifest["products"]))),
+        effective_mode=intern(manifest["effective_mode"]),
+        mode_reason=intern(manifest["mode_reason"]),
         integration_owner=manifest["integration_owner"],
         allow_self_approval=manifest["allow_self_approval"],
         role_names={intern(k): v["name"] for k, v in manifest["roles"].items()},
@@ -406,7 +418,7 @@ def build_index(enforcer: casbin.Enforcer, manifest: dict[str, Any]) -> OrgIndex
         implied=implied,
         fields=fields,
         approvers={k: frozenset(v) for k, v in approvers.items()},
-        approvals=approvals,
+        approvals=_shared_dict(approvals),
         blocked=blocked,
     )
 
@@ -429,15 +441,29 @@ def load_org(generated: Path, org_id: str) -> OrgIndex:
     return idx
 
 
-def _shared(table: RoleRules) -> RoleRules:
-    """The one copy of an equal role table (organizations made from the same templates)."""
-    known = _TABLES.get(table)
+def _shared(value: _T) -> _T:
+    """The one copy of an equal value (role tables, approval settings, product lists:
+    organizations made from the same templates share them, and shared objects stay in
+    the CPU's caches however many organizations are loaded)."""
+    known = _SHARED.get(value)
     if known is not None:
+        return known  # type: ignore[no-any-return]
+    if len(_SHARED) >= _SHARED_MAX:
+        _SHARED.clear()
+    _SHARED[value] = value
+    return value
+
+
+def _shared_dict(value: dict[_K, _V]) -> dict[_K, _V]:
+    """`_shared` for a dict that is never written after it is built."""
+    key = frozenset(value.items())
+    known = _SHARED_DICTS.get(key)
+    if known is not None and known == value:
         return known
-    if len(_TABLES) >= _TABLES_MAX:
-        _TABLES.clear()
-    _TABLES[table] = table
-    return table
+    if len(_SHARED_DICTS) >= _SHARED_MAX:
+        _SHARED_DICTS.clear()
+    _SHARED_DICTS[key] = value
+    return value
 
 
 def _interned(value: Any) -> Any:

@@ -8,6 +8,7 @@ turns NOT_SERVING first, then in-flight calls get `grace` seconds to finish.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -105,6 +106,10 @@ class Server:
         sealkey.require(policy_keys(cfg))  # before any load; none: seals need no key
         policies = PolicySet(cfg.policy_dir)
         orgs = await loop.run_in_executor(self._executor, policies.warm) if cfg.warm else 0
+        # What warm-up loaded lives as long as the process (each organization's index is
+        # a few hundred objects): out of the collector's sight, a full collection walks
+        # only what came later instead of every resident policy (seconds at 10,000).
+        gc.freeze()
         self._audit = open_audit(cfg, self._store)
         service.ready(Engine(policies, self._store), self._store, self._audit)
         from ..api.migrate import start_migrations  # resumes unfinished jobs, starts the schedule
