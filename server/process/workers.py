@@ -100,10 +100,16 @@ def _run(configs: list[Config], listen: str, metrics_dir: str) -> int:
             if p.pid is not None and p.exitcode is None:
                 os.kill(p.pid, sig)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, relay)
+    # A worker still starting has no handler of its own yet, and SIGHUP's default action
+    # ends a process: the workers are started with SIGHUP ignored (an ignored signal stays
+    # ignored across exec) until their event loop takes it over (app.serve). A reload
+    # asked for while they start is moot: they read the policy folder as they start.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     for p in procs:
         p.start()
+    signal.signal(signal.SIGHUP, relay)
     event(log, logging.INFO, "workers", count=len(procs), listen=listen,
           pids=[p.pid for p in procs], metrics_dir=metrics_dir)
     while any(p.exitcode is None for p in procs):
@@ -111,4 +117,13 @@ def _run(configs: list[Config], listen: str, metrics_dir: str) -> int:
             event(log, logging.ERROR, "worker_died", exitcodes=[p.exitcode for p in procs])
             relay(signal.SIGTERM, None)
         time.sleep(0.2)
-    return max(abs(p.exitcode or 0) for p in procs)
+    return max(_exit_code(p.exitcode, stopping) for p in procs)
+
+
+def _exit_code(code: int | None, stopping: bool) -> int:
+    """A worker's share of the parent's exit code. Asked to stop, a worker still starting
+    ends by the relayed signal itself (its handler is not installed yet): that is the stop
+    that was asked for, not a failure."""
+    if stopping and code in (-signal.SIGTERM, -signal.SIGINT):
+        return 0
+    return abs(code or 0)

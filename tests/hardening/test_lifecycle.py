@@ -116,6 +116,32 @@ def test_workers_share_their_port_but_no_one_else_does(tmp_path: Path, db_url: s
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_signals_while_workers_start_stop_or_reload_them_cleanly(tmp_path: Path,
+                                                                    db_url: str) -> None:
+    """SIGHUP (a reload) sent while the spawned workers still start must not kill them, and
+    SIGTERM then is a clean stop (exit 0), not a worker failure (exit 15 before)."""
+    port = free_port()
+    parent, log = _serve(tmp_path, db_url, port, "--workers", "2", "--grace", "1")
+    pids = _worker_pids(log)  # logged as the workers are spawned, long before they serve
+    try:
+        parent.send_signal(signal.SIGHUP)
+        ServerProc(f"127.0.0.1:{port}", port, parent, log).wait_serving(timeout=120)
+        assert '"worker_died"' not in log.read_text(), log.read_text()
+        assert all(_alive(p) for p in pids), log.read_text()
+    finally:
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(60) == 0, log.read_text()
+    second, second_log = _serve(tmp_path, db_url, port, "--workers", "2", "--grace", "1")
+    pids = _worker_pids(second_log)
+    try:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(60) == 0, second_log.read_text()
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_workers_exit_when_their_parent_is_killed(tmp_path: Path, db_url: str) -> None:
     port = free_port()
     parent, log = _serve(tmp_path, db_url, port, "--workers", "2", "--grace", "1")
