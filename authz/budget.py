@@ -19,24 +19,31 @@ from contextvars import ContextVar
 
 
 class Budget:
-    """One request's waiting allowance (thread-safe; shared by the request's waits)."""
+    """One request's waiting allowance (thread-safe; shared by the request's waits).
 
-    __slots__ = ("_cancelled", "_lock", "_wait_until", "call_deadline")
+    Made for every call and almost never waited on (a decision from memory never waits),
+    so the event a sleeping wait needs is made by the first sleep, not here (issue 13)."""
+
+    __slots__ = ("_cancelled", "_event", "_lock", "_wait_until", "call_deadline")
 
     def __init__(self, seconds: float | None = None) -> None:
         # time.monotonic() at which the caller stops listening (None: no deadline)
         self.call_deadline = None if seconds is None else time.monotonic() + max(seconds, 0.0)
-        self._cancelled = threading.Event()
+        self._cancelled = False
+        self._event: threading.Event | None = None
         self._wait_until: float | None = None
         self._lock = threading.Lock()
 
     def cancel(self) -> None:
         """The caller went away: every wait of this request ends at its next poll."""
-        self._cancelled.set()
+        self._cancelled = True  # before the event is read: a sleep that makes the
+        event = self._event  # event after this read sees the flag (see `sleep`)
+        if event is not None:
+            event.set()
 
     @property
     def cancelled(self) -> bool:
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def wait_until(self, longest: float) -> float:
         """The monotonic time by which this request's waits end: fixed at the first wait,
@@ -51,7 +58,15 @@ class Budget:
 
     def sleep(self, seconds: float) -> bool:
         """Sleep up to `seconds`; False at once if the caller went away."""
-        return not self._cancelled.wait(seconds)
+        with self._lock:
+            event = self._event
+            if event is None:
+                event = self._event = threading.Event()
+        # The event exists before the flag is read: a cancel either set the flag before
+        # it read no event (seen here) or it found this event and set it (wait returns).
+        if self._cancelled:
+            return False
+        return not event.wait(seconds)
 
 
 _CURRENT: ContextVar[Budget | None] = ContextVar("authz_budget", default=None)

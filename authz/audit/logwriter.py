@@ -40,11 +40,10 @@ from pathlib import Path
 
 from authz.audit import segment
 from authz.audit.chain import AuditEntry
-from authz.audit.writer import AuditUnavailable, Sink, WriteMode
+from authz.audit.writer import RECORDED, AuditUnavailable, Sink, WriteMode
 
 log = logging.getLogger("authz.audit")
-_DONE: Future[None] = Future()
-_DONE.set_result(None)
+_DONE = RECORDED
 
 
 @dataclass

@@ -32,7 +32,17 @@ _HEADER = struct.Struct("<II")
 _FIELDS = ("org_id", "kind", "at", "decision_id", "crm_user", "acting_kind", "acting_id",
            "action", "module", "record_id", "allowed", "reason", "mode", "policy_revision",
            "directory_revision", "caller")
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+#: json.dumps(..., ensure_ascii=False, separators=(",", ":")) of a record's flat list, by
+#: the C encoder made once (JSONEncoder.encode builds it per call: ~1.5 µs an entry).
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # None without CPython's _json
+_encode = _c_make_encoder and _c_make_encoder(
+    None, json.JSONEncoder().default, json.encoder.encode_basestring, None, ":", ",",
+    False, False, True)
+_slow_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _dumps(value: object) -> str:
+    return "".join(_encode(value, 0)) if _encode else _slow_dumps(value)
 
 
 def row(e: AuditEntry) -> list[object]:

@@ -113,8 +113,11 @@ def isolate(sink: Sink, entries: Sequence[AuditEntry], idx: list[int], done: lis
 
 # (entry, the future of the submit call it came with (strict only), last of that call)
 _Item = tuple[AuditEntry, "Future[None] | None", bool]
-_DONE: Future[None] = Future()
-_DONE.set_result(None)
+#: The future of entries recorded (or dropped, or off) at once: settled from the start,
+#: so a caller can tell by identity that there is nothing to wait for (no lock taken).
+RECORDED: Future[None] = Future()
+RECORDED.set_result(None)
+_DONE = RECORDED
 
 
 class AuditWriter:

@@ -30,7 +30,7 @@ from authz.audit.chain import AuditEntry
 from authz.audit.logwriter import LogWriter
 from authz.audit.record import attribution_entry, check_entry, check_rows, product_of
 from authz.audit.segment import default_log_dir
-from authz.audit.writer import AuditUnavailable, AuditWriter, WhenFull, WriteMode
+from authz.audit.writer import RECORDED, AuditUnavailable, AuditWriter, WhenFull, WriteMode
 from authz.decision import CheckRequest, Decision, Mode
 from authz.directory import DirectorySnapshot
 from authz.engine.engine import Engine
@@ -174,7 +174,7 @@ class AuditRpc:
         """Return once the entry is recorded (strict) or queued (batched); a strict entry
         not recorded, or not recorded before the call's deadline, ends the call UNAVAILABLE:
         the caller must not act on an unrecorded decision."""
-        if recorded.done() and recorded.exception() is None:
+        if recorded is RECORDED or (recorded.done() and recorded.exception() is None):
             return
         try:
             await self.wait(recorded, call_deadline(context, self.longest_wait))

@@ -1,4 +1,5 @@
-"""The gate every AuthzService call passes: one interceptor, in a fixed order.
+"""The gate every gated call passes, in a fixed order; wrapped around each method's handler
+once, when the service registers (`GatedServer`), not by an interceptor run per call.
 
 1. authenticate (certificate or bearer token)     -> UNAUTHENTICATED
 2. the bytes decoded as the request type          -> INVALID_ARGUMENT
@@ -15,6 +16,9 @@ Authentication comes first so that an unauthenticated peer learns nothing about 
 request format; authorization before validation for the same reason.
 Every service is gated except health and reflection (probes and tooling carry no
 data); the generic limits apply to AuthzService, whose messages are ours to bound.
+The server is only reachable through `GatedServer`, so no service can be added around
+the gate; a grpc.aio interceptor would cost two coroutines and a handler lookup per call
+(issue 13).
 """
 
 from __future__ import annotations
@@ -52,29 +56,33 @@ UNGATED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
-class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Authenticates, authorizes, validates and maps errors for AuthzService RPCs."""
+class Refused(Exception):
+    """A call the gate turns away before any work: the status it ends with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, error: AuthzError | None = None
+                 ) -> None:
+        super().__init__(message)
+        self.code, self.message, self.error = code, message, error
+
+    async def abort(self, context: Ctx, name: str) -> NoReturn:
+        if self.error is not None:
+            await _abort_status(context, name, self.error)
+        await _abort(context, name, self.code, self.message)
+
+
+class Gate:
+    """Authenticates, authorizes, validates and maps errors for every gated RPC."""
 
     def __init__(self, auth: Authenticator, inflight: InFlight | None = None) -> None:
         self.auth = auth
-        # method -> (the service's handler, the gated one): wrapped once, not per call
-        self._gated: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         self.inflight = inflight  # request bytes held by calls in progress (resources.py)
 
-    async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        method: str = details.method
-        cached = self._gated.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
+    def handler(self, method: str, handler: grpc.RpcMethodHandler | None
+                ) -> grpc.RpcMethodHandler | None:
+        """`handler` behind the gate (health and reflection as they are)."""
         if handler is None or method.startswith(UNGATED):
             return handler
-        gated = self._wrap(method, handler)
-        self._gated[method] = (handler, gated)
-        return gated
+        return self._wrap(method, handler)
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         deserialize = limits.guard_deserializer(
@@ -94,11 +102,18 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _unary(self, method: str, inner: Callable[[Any, Ctx], Awaitable[Any]]
                ) -> Callable[[Any, Ctx], Awaitable[Any]]:
         name = _short(method)
+        limited = method.startswith(SERVICE_PREFIX)
+        inflight = self.inflight
+        admit = self._admit
+        clock = time.perf_counter
 
         async def behavior(request: Any, context: Ctx) -> Any:
-            t0 = time.perf_counter()
-            budget = await self._admit(method, request, context)
-            held = await self._hold(name, request, context)
+            t0 = clock()
+            try:  # steps 1-5: plain calls, no coroutine each (issue 13)
+                budget = admit(method, name, limited, request, context)
+                held = self._hold(request) if inflight is not None else 0
+            except Refused as refused:
+                await refused.abort(context, name)
             try:
                 if metrics.tracing():
                     with metrics.span(method):
@@ -109,19 +124,23 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 await _fail(context, name, exc)
             finally:
                 budget.cancel()  # a worker thread still waiting for this call stops now
-                if held and self.inflight is not None:
-                    self.inflight.give(held)
-            _observe(name, response, time.perf_counter() - t0)
+                if held:
+                    inflight.give(held)  # type: ignore[union-attr]  # held > 0: not None
+            _observe(name, response, clock() - t0)
             return response
         return behavior
 
     def _stream(self, method: str, inner: Callable[[Any, Ctx], Any]
                 ) -> Callable[[Any, Ctx], AsyncIterator[Any]]:
         name = _short(method)
+        limited = method.startswith(SERVICE_PREFIX)
 
         async def behavior(request: Any, context: Ctx) -> AsyncIterator[Any]:
-            budget = await self._admit(method, request, context)
-            held = await self._hold(name, request, context)
+            try:
+                budget = self._admit(method, name, limited, request, context)
+                held = self._hold(request) if self.inflight is not None else 0
+            except Refused as refused:
+                await refused.abort(context, name)
             try:
                 with metrics.span(method):
                     result = inner(request, context)
@@ -139,20 +158,20 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             metrics.RPCS.labels(name, "OK").inc()
         return behavior
 
-    async def _hold(self, name: str, request: Any, context: Ctx) -> int:
+    def _hold(self, request: Any) -> int:
         """Take the request's bytes from the in-flight budget (given back when the call
         ends); a call the budget cannot hold is RESOURCE_EXHAUSTED, clients back off."""
-        if self.inflight is None:
-            return 0
+        assert self.inflight is not None
         size = int(request.ByteSize())
         if not self.inflight.take(size):
-            await _abort(context, name, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         f"the server holds its limit of request bytes in progress "
-                         f"({self.inflight.limit}); retry shortly")
+            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"the server holds its limit of request bytes in progress "
+                          f"({self.inflight.limit}); retry shortly")
         return size
 
-    async def _admit(self, method: str, request: Any, context: Ctx) -> Budget:
-        name = _short(method)
+    def _admit(self, method: str, name: str, limited: bool, request: Any, context: Ctx
+               ) -> Budget:
+        """Steps 1 to 5 in order; Refused names the status of the first that fails."""
         try:
             caller = self.auth.authenticate(context)
         except Unauthenticated as exc:
@@ -165,14 +184,14 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             if summary is not None:
                 event(log, logging.INFO, "unauthenticated_summary", last_error=str(exc),
                       **summary)
-            await _abort(context, name, grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
         if isinstance(request, limits.OverBudget):
-            await _abort(context, name, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         f"the server holds its limit of request bytes in progress; "
-                         f"{request.size} more do not fit now, retry shortly")
+            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"the server holds its limit of request bytes in progress; "
+                          f"{request.size} more do not fit now, retry shortly")
         if isinstance(request, limits.Undecodable):
-            await _abort(context, name, grpc.StatusCode.INVALID_ARGUMENT,
-                         f"request: cannot decode as {name}'s request type ({request.error})")
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"request: cannot decode as {name}'s request type ({request.error})")
         if self.auth.enabled:
             try:
                 authorize(caller, method, limits.org_ids(request))
@@ -180,18 +199,73 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 metrics.AUTH_FAILURES.labels("PERMISSION_DENIED").inc()
                 event(log, logging.INFO, "permission_denied", method=name, caller=caller.name,
                       error=str(exc))
-                await _abort(context, name, grpc.StatusCode.PERMISSION_DENIED, str(exc))
-        try:
-            if method.startswith(SERVICE_PREFIX):
+                raise Refused(grpc.StatusCode.PERMISSION_DENIED, str(exc)) from None
+        if limited:
+            try:
                 limits.check_message(request)
-        except InvalidArgument as exc:
-            await _abort_status(context, name, exc)
+            except InvalidArgument as exc:
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc), exc) from None
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
-            await _abort(context, name, grpc.StatusCode.DEADLINE_EXCEEDED,
-                         "deadline passed before the call was started")
+            raise Refused(grpc.StatusCode.DEADLINE_EXCEEDED,
+                          "deadline passed before the call was started")
         current_caller.set(caller)
         return start_budget(remaining)  # the call's waits end by its deadline (authz.budget)
+
+
+class _GatedGeneric(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """A generic handler behind the gate: each method's handler wrapped once, cached."""
+
+    def __init__(self, gate: Gate, inner: grpc.GenericRpcHandler) -> None:
+        self.gate, self.inner = gate, inner
+        self._gated: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler | None]] = {}
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self.inner.service(details)
+        if handler is None:
+            return None
+        method: str = details.method
+        cached = self._gated.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        gated = self.gate.handler(method, handler)
+        self._gated[method] = (handler, gated)
+        return gated
+
+
+class GatedServer(grpc.aio.Server):  # type: ignore[misc]
+    """The grpc.aio server as the services see it: every handler added through it is
+    behind the gate, wrapped once here. The server itself is never handed out, so nothing
+    can be registered around the gate."""
+
+    def __init__(self, server: grpc.aio.Server, gate: Gate) -> None:
+        self._server, self.gate = server, gate
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Any) -> None:
+        self._server.add_generic_rpc_handlers(
+            tuple(_GatedGeneric(self.gate, h) for h in generic_rpc_handlers))
+
+    def add_registered_method_handlers(self, service_name: str,
+                                       method_handlers: dict[str, grpc.RpcMethodHandler]
+                                       ) -> None:
+        self._server.add_registered_method_handlers(service_name, {
+            name: self.gate.handler(f"/{service_name}/{name}", h)
+            for name, h in method_handlers.items()})
+
+    def add_insecure_port(self, address: str) -> int:
+        return int(self._server.add_insecure_port(address))
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        return int(self._server.add_secure_port(address, server_credentials))
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def stop(self, grace: float | None) -> None:
+        await self._server.stop(grace)
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return bool(await self._server.wait_for_termination(timeout))
 
 
 def _short(method: str) -> str:

@@ -81,7 +81,7 @@ class Server:
         # checked the port is free first) share one.
         options["options"] = [*options["options"],
                               ("grpc.so_reuseport", 1 if cfg.workers > 1 else 0)]
-        self._grpc = grpc.aio.server(self._executor, **options)
+        self._grpc = self.ops.gated(grpc.aio.server(self._executor, **options))
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)

@@ -1,6 +1,6 @@
 """Wires the hardening parts into a Server, so that app.py changes by a few lines only.
 
-`Ops` owns: the authenticator and its gate (interceptor), the listening ports (plaintext,
+`Ops` owns: the authenticator and its gate (wrapped around every handler), the listening ports (plaintext,
 TLS, mTLS, the token port), the policy and callers-file reloader, the database health
 watcher and the /metrics endpoint. Order matters and lives here: configuration is
 checked before anything binds; watchers start only after the server is ready.
@@ -45,18 +45,22 @@ class Ops:
         self.ports: list[int] = []
         # request bytes held by calls in progress, over every door (resources.py)
         self.inflight = resources.InFlight(cfg.max_inflight_bytes)
+        self.gate = edge.Gate(self.auth, self.inflight)
         self.reloader: PolicyReloader | None = None
         self.watcher: HealthWatcher | None = None
         self._metrics: metrics.MetricsServer | None = None
 
     def server_options(self) -> dict[str, Any]:
-        """Keyword arguments for grpc.aio.server: the gate, message size and resource
-        limits (server/edge/resources.py)."""
+        """Keyword arguments for grpc.aio.server: message size and resource limits
+        (server/edge/resources.py). No interceptor: the gate wraps each handler (`gated`)."""
         cfg = self.cfg
-        return {"interceptors": [edge.Gate(self.auth, self.inflight)],
-                "maximum_concurrent_rpcs": cfg.max_calls,
+        return {"maximum_concurrent_rpcs": cfg.max_calls,
                 "options": [("grpc.max_receive_message_length", cfg.max_message_bytes),
                             *resources.grpc_options(cfg, resources.fit_connections(cfg))]}
+
+    def gated(self, server: grpc.aio.Server) -> edge.GatedServer:
+        """The server as the services may see it: whatever registers is behind the gate."""
+        return edge.GatedServer(server, self.gate)
 
     def bind(self, server: grpc.aio.Server) -> int:
         """Add every configured port; returns the main one."""

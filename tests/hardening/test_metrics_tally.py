@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from authz.v1 import authz_pb2 as pb
 from server.edge.auth import Authenticator
-from server.edge.gate import Gate
+from server.edge.gate import Gate, GatedServer
 from server.process import metrics
 from server.process.tally import Tally
 
@@ -49,29 +49,53 @@ def test_counts_reach_a_scrape_at_once_and_the_histogram_matches_observe() -> No
     assert delta("authz_decisions_total", outcome="deny", reason="not_migrated") == 1
 
 
-def test_the_gate_wraps_each_method_once() -> None:
-    gate = Gate(Authenticator(None))
-    async def handler_for(method: str, service_handler: object) -> object:
-        async def continuation(details: object) -> object:
-            return service_handler
+def test_the_gate_wraps_each_method_once_when_it_registers() -> None:
+    """No interceptor runs per call: every handler added through the server the services
+    see is wrapped once (health and reflection left as they are)."""
 
-        class Details:
-            pass
+    class Recorder:  # the grpc.aio server underneath
+        def __init__(self) -> None:
+            self.generic: list[grpc.GenericRpcHandler] = []
+            self.registered: dict[str, grpc.RpcMethodHandler] = {}
 
-        d = Details()
-        d.method = method  # type: ignore[attr-defined]
-        return await gate.intercept_service(continuation, d)
+        def add_generic_rpc_handlers(self, handlers: tuple[grpc.GenericRpcHandler, ...]) -> None:
+            self.generic.extend(handlers)
+
+        def add_registered_method_handlers(self, service: str,
+                                           handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+            self.registered.update({f"/{service}/{m}": h for m, h in handlers.items()})
 
     async def unary(request: object, context: object) -> object:
         return request
 
     h = grpc.unary_unary_rpc_method_handler(unary)
-    method = "/authz.v1.AuthzService/Check"
-    first = asyncio.run(handler_for(method, h))
-    assert first is not h  # gated
-    assert asyncio.run(handler_for(method, h)) is first  # the same wrapper, not a new one
-    other = grpc.unary_unary_rpc_method_handler(unary)
-    assert asyncio.run(handler_for(method, other)) is not first  # a new handler: rewrapped
+    probe = grpc.unary_unary_rpc_method_handler(unary)
+    raw = Recorder()
+    server = GatedServer(raw, Gate(Authenticator(None)))
+    server.add_registered_method_handlers("authz.v1.AuthzService", {"Check": h})
+    server.add_registered_method_handlers("grpc.health.v1.Health", {"Check": probe})
+    assert raw.registered["/authz.v1.AuthzService/Check"] is not h  # gated
+    assert raw.registered["/grpc.health.v1.Health/Check"] is probe  # probes are not
+
+    inner = {"/authz.v1.AuthzService/Check": h}
+
+    class Lookup(grpc.GenericRpcHandler):  # type: ignore[misc]
+        def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+            return inner.get(details.method)
+
+    server.add_generic_rpc_handlers((Lookup(),))
+    gated = raw.generic[-1]
+
+    class Details(grpc.HandlerCallDetails):  # type: ignore[misc]
+        def __init__(self, method: str) -> None:
+            self.method = method
+
+    first = gated.service(Details("/authz.v1.AuthzService/Check"))
+    assert first is not None and first is not h
+    assert gated.service(Details("/authz.v1.AuthzService/Check")) is first  # wrapped once
+    inner["/authz.v1.AuthzService/Check"] = grpc.unary_unary_rpc_method_handler(unary)
+    assert gated.service(Details("/authz.v1.AuthzService/Check")) is not first  # rewrapped
+    assert gated.service(Details("/authz.v1.AuthzService/Nothing")) is None
 
 
 def test_a_batch_counts_its_decisions_as_it_answers() -> None:
