@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from authz.attribution import Attribution, Operation
 from authz.audit.chain import AuditEntry
-from authz.decision import CheckRequest, Decision, IdentityKind
+from authz.decision import CheckRequest, Decision, IdentityKind, Mode, Reason
 
 _second: tuple[int, str] = (-1, "")  # the last second stamped, and its text
 
@@ -53,16 +53,20 @@ def product_of(kind: str) -> str:
     return kind.partition(":")[2]
 
 
+#: Enum members as plain text: `.value` is a property call, on every decision recorded.
+_TEXT: dict[object, str] = {m: m.value for e in (IdentityKind, Reason, Mode) for m in e}
+
+
 def check_entry(req: CheckRequest, d: Decision, crm_user: str, caller: str) -> AuditEntry:
     """The entry for one Check decision. `crm_user` is the requesting CRM user's id (the
     request's text when no such user exists): in legacy mode the decision's identity is
     the integration owner, and the trail must still say who asked."""
     return AuditEntry(
         org_id=d.org_id, seq=0, kind="check", at=now_stamp(), decision_id=d.decision_id,
-        crm_user=crm_user, acting_kind=acting_kind(d.identity.kind.value, d.product),
+        crm_user=crm_user, acting_kind=acting_kind(_TEXT[d.identity.kind], d.product),
         acting_id=acting_id(d),
         action=req.action, module=req.module, record_id=req.record.record_id, allowed=d.allowed,
-        reason=d.reason.value, mode=d.mode.value, policy_revision=d.policy_revision,
+        reason=_TEXT[d.reason], mode=_TEXT[d.mode], policy_revision=d.policy_revision,
         directory_revision=d.directory_revision, caller=caller,
     )
 

@@ -152,6 +152,12 @@ def _identity(ident: Identity) -> pb.Identity:
     )
 
 
+#: id(Identity) -> (the Identity, its message): a snapshot's identities answer many calls,
+#: so each message is built once (the Identity is kept, so its id stays its own).
+_IDENTITY_PB: dict[int, tuple[Identity, pb.Identity]] = {}
+_IDENTITY_PB_MAX = 4096  # then cleared: snapshots are replaced, their identities with them
+
+
 def reason_number(reason: Reason) -> int:
     """The wire value of a decision's reason."""
     return int(_REASONS[reason])
@@ -172,7 +178,12 @@ def check_response(d: Decision, decided_at: datetime | None = None,
         stamp = now_stamp() if decided_at is None else _from_datetime(decided_at)
     ident = d.identity
     if identities is None:
-        ident_pb = _identity(ident)
+        cached = _IDENTITY_PB.get(id(ident))
+        if cached is None or cached[0] is not ident:
+            if len(_IDENTITY_PB) >= _IDENTITY_PB_MAX:
+                _IDENTITY_PB.clear()
+            cached = _IDENTITY_PB[id(ident)] = (ident, _identity(ident))
+        ident_pb = cached[1]
     else:
         # Keyed by id(); the Identity is kept beside its message so the id stays its own.
         known = identities.get(id(ident))

@@ -1,8 +1,8 @@
 """Per-call metrics as plain counts, added to the Prometheus metrics in bulk (issue 13).
 
 Updating a labelled Prometheus metric costs a label lookup and a lock per update; the
-gate used to make four per Check (~25 µs). Here a call is a few dict increments under
-one uncontended lock; the counts go into the real metrics once a second while calls
+gate used to make four per Check (~25 µs). Here a call is one tuple appended under one
+uncontended lock; sorted into counts and buckets, they go into the real metrics once a second while calls
 arrive (a timer armed by the first call after a flush, so an idle server runs none) and
 before every scrape of this process (`metrics.BEFORE_SCRAPE`), so /metrics is never
 behind. With several workers (prometheus_client's multiprocess files, read by whichever
@@ -38,29 +38,18 @@ class Tally:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._rpcs: Counter[str] = Counter()
-        self._decisions: Counter[tuple[bool, int]] = Counter()
-        self._buckets: dict[str, list[int]] = {}
-        self._sums: dict[str, float] = {}
+        # (method, seconds, decision counts or None, allowed, reason) per answered call
+        self._calls: list[tuple[str, float, Counter[tuple[bool, int]] | None, bool, int]] = []
         self._armed = False
         self.immediate = metrics.multiprocess_dir() is not None or metrics.REGISTRY is None
         metrics.BEFORE_SCRAPE.append(self.flush)
 
     def answered(self, method: str, seconds: float, decisions: Counter[tuple[bool, int]] | None
                  = None, allowed: bool = False, reason: int = -1) -> None:
-        """An RPC answered OK in `seconds`; its decisions as counts, or one (allowed, reason)."""
-        i = bisect.bisect_left(_BOUNDS, seconds)
+        """An RPC answered OK in `seconds`; its decisions as counts, or one (allowed, reason).
+        A call is one tuple appended under the lock; `flush` sorts them into buckets."""
         with self._lock:
-            self._rpcs[method] += 1
-            buckets = self._buckets.get(method)
-            if buckets is None:
-                buckets = self._buckets[method] = [0] * (len(_BOUNDS) + 1)
-            buckets[i] += 1
-            self._sums[method] = self._sums.get(method, 0.0) + seconds
-            if decisions is not None:
-                self._decisions.update(decisions)
-            elif reason >= 0:
-                self._decisions[(allowed, reason)] += 1
+            self._calls.append((method, seconds, decisions, allowed, reason))
             armed, self._armed = self._armed, True
         if self.immediate:
             self.flush()
@@ -73,15 +62,29 @@ class Tally:
     def flush(self) -> None:
         """Add what was counted to the Prometheus metrics."""
         with self._lock:
-            rpcs, self._rpcs = self._rpcs, Counter()
-            decisions, self._decisions = self._decisions, Counter()
-            buckets, self._buckets = self._buckets, {}
-            sums, self._sums = self._sums, {}
+            calls, self._calls = self._calls, []
             self._armed = False
+        rpcs: Counter[str] = Counter()
+        decisions: Counter[tuple[bool, int]] = Counter()
+        buckets: dict[str, list[int]] = {}
+        sums: dict[str, float] = {}
+        bisect_left = bisect.bisect_left
+        for method, seconds, counts, allowed, reason in calls:
+            rpcs[method] += 1
+            b = buckets.get(method)
+            if b is None:
+                b = buckets[method] = [0] * (len(_BOUNDS) + 1)
+                sums[method] = 0.0
+            b[bisect_left(_BOUNDS, seconds)] += 1
+            sums[method] += seconds
+            if counts is not None:
+                decisions.update(counts)
+            elif reason >= 0:
+                decisions[(allowed, reason)] += 1
         for method, n in rpcs.items():
             metrics.RPCS.labels(method, "OK").inc(n)
-        for method, counts in buckets.items():
-            _add_observations(metrics.DECISION_SECONDS.labels(method), counts, sums[method])
+        for method, counts_ in buckets.items():
+            _add_observations(metrics.DECISION_SECONDS.labels(method), counts_, sums[method])
         for (allowed, reason), n in decisions.items():
             metrics.DECISIONS.labels("allow" if allowed else "deny",
                                      _REASONS.get(reason, str(reason))).inc(n)
