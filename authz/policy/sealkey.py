@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 MIN_SECRET = 32  # bytes of key-file text
+MAX_KEY_FILE = 4096  # a secret is a line of text; a larger file is not a key file
 MAC_FIELD = "mac"
 _ID_LABEL = b"authz policy seal key id"
 _MAC_LABEL = b"authz policy seal v1\n"
@@ -45,9 +46,10 @@ class PolicyKey:
 
 def read_key(path: Path) -> PolicyKey:
     """A key file's secret; refused when missing, not a regular file, open to group or
-    others, or too short."""
+    others, too short or too large. Opened without blocking: a FIFO (or a device) given
+    as the key file is refused, where a plain open would wait for a writer for ever."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         raise KeyFileError(f"policy key file {path}: cannot open ({exc.strerror})") from None
     try:
@@ -58,8 +60,11 @@ def read_key(path: Path) -> PolicyKey:
         if mode & 0o077:
             raise KeyFileError(f"policy key file {path}: permissions {mode:04o} are too open "
                                f"(group or others may read it); run `chmod 600 {path}`")
+        if st.st_size > MAX_KEY_FILE:
+            raise KeyFileError(f"policy key file {path}: {st.st_size} bytes, a key file holds "
+                               f"one secret of at most {MAX_KEY_FILE} bytes")
         with os.fdopen(fd, "rb", closefd=False) as f:
-            secret = f.read().strip()
+            secret = f.read(MAX_KEY_FILE + 1).strip()
     finally:
         os.close(fd)
     if len(secret) < MIN_SECRET:

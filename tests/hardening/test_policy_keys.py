@@ -148,3 +148,22 @@ def test_a_key_file_others_may_read_stops_the_start(tmp_path: Path, key: Path) -
     assert done.returncode == 2
     assert f"policy key file {key}: permissions 0644 are too open" in done.stderr
     assert key.read_text().strip() not in done.stderr + done.stdout
+
+
+def test_a_fifo_or_oversized_key_file_stops_the_start_without_waiting(tmp_path: Path) -> None:
+    """A FIFO given as the key file was opened for reading, which waits for a writer for
+    ever: `authz serve` and `authz policy verify` hung before printing anything (the run
+    was killed by the 60 s bound). A regular file far larger than a secret was read whole
+    and taken as a key."""
+    fifo = tmp_path / "release.key"
+    os.mkfifo(fifo, 0o600)
+    for args in (("serve",), ("policy", "verify")):
+        done = run_authz(*args, "--policy-key-file", str(fifo), check=False)
+        assert done.returncode == 2, (args, done.stderr)
+        assert f"policy key file {fifo}: not a regular file" in done.stderr
+    big = tmp_path / "big.key"
+    big.write_text(os.urandom(32).hex() * 1000)
+    big.chmod(0o600)
+    done = run_authz("serve", "--policy-key-file", str(big), check=False)
+    assert done.returncode == 2
+    assert f"policy key file {big}: 64000 bytes, a key file holds one secret" in done.stderr
