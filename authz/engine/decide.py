@@ -157,7 +157,6 @@ def decide_valid(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot,
     if resolved.reason is not None or resolved.crm is None:
         return ctx.deny(resolved.reason or Reason.USER_UNKNOWN, resolved.message)
     crm, finance = resolved.crm, resolved.finance
-    email = crm.email if finance else ""
     if ctx.identity.kind == IdentityKind.INTEGRATION_USER and req.channel == Channel.DIRECT:
         return ctx.deny(Reason.NO_DIRECT_ACCESS,
                         "integration users act only from the CRM, never directly in "
@@ -194,7 +193,9 @@ def decide_valid(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot,
                             f"{_role_list(org, roles)} does not grant {action} on {module}")
     ctx.product = product
 
-    fin = finance.get(product)
+    # Only users limited to locations look their finance account up (one read fewer of
+    # memory no other decision touched, for everyone else).
+    fin = finance.get(product) if resolved.located else None
     if fin is not None and fin.locations and rec.location not in fin.locations:
         return ctx.deny(Reason.LOCATION_NOT_ALLOWED,
                         f"{crm.email} is limited to locations {', '.join(fin.locations)}; record "
@@ -215,6 +216,7 @@ def decide_valid(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot,
             return ctx.deny(Reason.APPROVED_RECORD_LOCKED,
                             f"the record is {status}; {action} needs the {after} permission")
         if action in catalog.APPROVAL_ACTIONS:
+            email = crm.email if finance else ""
             denied = _check_approver(ctx, v, approval, crm, email, roles, product, assigned,
                                      channel)
             if denied is not None:
@@ -233,6 +235,7 @@ def decide_valid(req: CheckRequest, org: OrgIndex, snap: DirectorySnapshot,
 
     obligation = None
     if approval is not None and approval_on and action in catalog.WRITE_ACTIONS and unapproved:
+        email = crm.email if finance else ""
         obligation = _obligation(ctx, v, _flow_for(ctx, approval, product), email, roles,
                                  product, assigned, channel)
     message = ctx.granted_by or f"{resolved.label} grants {action} on {product} {module}"

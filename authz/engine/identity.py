@@ -22,6 +22,7 @@ class Resolved:
     reason: Reason | None = None
     message: str = ""
     label: str = ""  # how decisions name the identity's roles (`role_label`)
+    located: bool = False  # a finance account is limited to locations
     # the index it was resolved with (a cache entry is good for that index only)
     org: object = field(default=None, compare=False, repr=False)
 
@@ -111,7 +112,8 @@ def resolve(org: OrgIndex, snap: DirectorySnapshot, user: str) -> Resolved:
             roles=_role_set(org.roles_of(tuple(sys.intern(f"{p}:{f.role_id}")
                                                for p, f in active.items()))),
         )
-        return Resolved(identity, crm, active, label=role_label(org, identity.roles), org=org)
+        return Resolved(identity, crm, active, label=role_label(org, identity.roles),
+                        located=any(f.locations for f in active.values()), org=org)
     integ = snap.integration_users.get(crm.id)
     if integ is not None:
         identity = Identity(kind=IdentityKind.INTEGRATION_USER, crm_user_id=crm.id,
