@@ -264,7 +264,7 @@ class LogWriter:
         self._waiters = [w for w in self._waiters if w[0] not in failed]
         self._settle(new.no, new.end)
         log.error("audit_log_segment_lost", extra={"fields": {
-            "problem": "a live audit log segment was deleted or renamed under the server",
+            "problem": "a live audit log segment was deleted, renamed or truncated",
             "segments": [str(s.path) for s in lost], "copied_bytes": len(data),
             "copied_to": str(new.path), "lost_bytes": unrecovered}})
         if self._on_lost is not None:
@@ -388,9 +388,10 @@ class LogWriter:
 
 
 def _linked(seg: Segment) -> bool:
-    """Whether the segment's name still names the file this process writes."""
+    """Whether the segment's name still names the file this process writes, and that file
+    still holds every byte written (a truncation loses them as a deletion would)."""
     st = os.fstat(seg.fd)
-    if st.st_nlink == 0:
+    if st.st_nlink == 0 or st.st_size != seg.end:
         return False
     try:
         at = os.stat(seg.path)
