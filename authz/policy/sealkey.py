@@ -45,8 +45,8 @@ class PolicyKey:
 
 
 def read_key(path: Path) -> PolicyKey:
-    """A key file's secret; refused when missing, not a regular file, open to group or
-    others, too short or too large. Opened without blocking: a FIFO (or a device) given
+    """A key file's secret; refused when missing, not a regular file, owned by another
+    user than this process's or root, open to group or others, too short or too large. Opened without blocking: a FIFO (or a device) given
     as the key file is refused, where a plain open would wait for a writer for ever."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -56,6 +56,10 @@ def read_key(path: Path) -> PolicyKey:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise KeyFileError(f"policy key file {path}: not a regular file")
+        if st.st_uid not in (os.geteuid(), 0):
+            raise KeyFileError(f"policy key file {path}: owned by uid {st.st_uid}, not by this "
+                               f"process's user ({os.geteuid()}) or root: its owner may read "
+                               "or replace the secret")
         mode = stat.S_IMODE(st.st_mode)
         if mode & 0o077:
             raise KeyFileError(f"policy key file {path}: permissions {mode:04o} are too open "

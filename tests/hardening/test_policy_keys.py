@@ -167,3 +167,13 @@ def test_a_fifo_or_oversized_key_file_stops_the_start_without_waiting(tmp_path: 
     done = run_authz("serve", "--policy-key-file", str(big), check=False)
     assert done.returncode == 2
     assert f"policy key file {big}: 64000 bytes, a key file holds one secret" in done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_key_file_owned_by_another_user_stops_the_start(tmp_path: Path, key: Path) -> None:
+    """Mode 0600 says nothing when the file is someone else's: its owner (say, whoever
+    writes the policy folder) reads the secret and signs with it. Was accepted before."""
+    os.chown(key, 65534, 65534)
+    done = run_authz("serve", "--policy-key-file", str(key), check=False)
+    assert done.returncode == 2, done.stderr
+    assert f"policy key file {key}: owned by uid 65534" in done.stderr
