@@ -46,8 +46,9 @@ class PolicyKey:
 
 def read_key(path: Path) -> PolicyKey:
     """A key file's secret; refused when missing, not a regular file, owned by another
-    user than this process's or root, open to group or others, too short or too large. Opened without blocking: a FIFO (or a device) given
-    as the key file is refused, where a plain open would wait for a writer for ever."""
+    user than this process's or root, open to group or others, too short or too large.
+    Opened without blocking: a FIFO (or a device) given as the key file is refused, where
+    a plain open would wait for a writer for ever."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
