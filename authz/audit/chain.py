@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, Protocol
 
 GENESIS = "0" * 64
 
@@ -40,6 +40,44 @@ class AuditEntry:
     caller: str  # calling service
     prev_hash: str = GENESIS
     hash: str = ""
+
+
+class Unsealed(Protocol):
+    """What sealing reads of an entry: an AuditEntry, or a row of the local log
+    (authz.audit.segment.Logged), which the shipper seals without building an entry."""
+
+    @property
+    def org_id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def at(self) -> str: ...
+    @property
+    def decision_id(self) -> str: ...
+    @property
+    def crm_user(self) -> str: ...
+    @property
+    def acting_kind(self) -> str: ...
+    @property
+    def acting_id(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def module(self) -> str: ...
+    @property
+    def record_id(self) -> str: ...
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def policy_revision(self) -> str: ...
+    @property
+    def directory_revision(self) -> int: ...
+    @property
+    def caller(self) -> str: ...
 
 
 _CONTENT = tuple(f.name for f in fields(AuditEntry) if f.name != "hash")
@@ -104,7 +142,7 @@ def _self_check() -> None:
 _self_check()
 
 
-def sealed_fields(entry: AuditEntry, prev_hash: str, seq: int) -> tuple[Any, ...]:
+def sealed_fields(entry: Unsealed, prev_hash: str, seq: int) -> tuple[Any, ...]:
     """The field values (AuditEntry order, hash last) of `entry` numbered `seq` and linked
     after `prev_hash`: what the store inserts, without building an entry."""
     e = entry

@@ -23,9 +23,9 @@ import struct
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
-from authz.audit.chain import AuditEntry
+from authz.audit.chain import AuditEntry, Unsealed
 
 log = logging.getLogger("authz.audit")
 _HEADER = struct.Struct("<II")
@@ -70,32 +70,67 @@ def frame(e: AuditEntry) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def _entry(fields: list[Any]) -> AuditEntry:
-    (org_id, kind, at, decision_id, crm_user, acting_kind, acting_id, action, module, record_id,
-     allowed, reason, mode, policy_revision, directory_revision, caller) = fields
-    return AuditEntry(org_id, 0, kind, at, decision_id, crm_user, acting_kind, acting_id, action,
-                      module, record_id, allowed, reason, mode, policy_revision,
-                      directory_revision, caller)
+class Logged(NamedTuple):
+    """An entry as the log holds it (unsealed: no seq, no hashes), in `_FIELDS` order.
+    What the shipper reads and the store seals (authz.audit.chain.Unsealed): a tuple is
+    made in ~0.3 µs, a frozen AuditEntry in ~2 µs (about 2 ms a shipped batch of 1,000)."""
+
+    org_id: str
+    kind: str
+    at: str
+    decision_id: str
+    crm_user: str
+    acting_kind: str
+    acting_id: str
+    action: str
+    module: str
+    record_id: str
+    allowed: bool
+    reason: str
+    mode: str
+    policy_revision: str
+    directory_revision: int
+    caller: str
 
 
-def _entries(payload: bytes) -> list[AuditEntry]:
+_N = len(_FIELDS)
+_logged = Logged._make
+
+
+def entry(e: Unsealed) -> AuditEntry:
+    """The AuditEntry (seq 0, unsealed) of an entry read from the log."""
+    if isinstance(e, AuditEntry):
+        return e
+    return AuditEntry(e.org_id, 0, e.kind, e.at, e.decision_id, e.crm_user, e.acting_kind,
+                      e.acting_id, e.action, e.module, e.record_id, e.allowed, e.reason,
+                      e.mode, e.policy_revision, e.directory_revision, e.caller)
+
+
+def _entries(payload: bytes) -> list[Logged]:
     """The entries of one record's payload (ValueError or TypeError: not a record's)."""
     data = json.loads(payload)
     if not isinstance(data, list) or not data:
         raise ValueError("not a list of fields")
     if isinstance(data[0], list):
-        if not all(type(fields) is list for fields in data):
+        if not all(type(fields) is list and len(fields) == _N for fields in data):
             raise TypeError("a record's entry is not a list of fields")
-        return [_entry(fields) for fields in data]
-    return [_entry(data)]  # the older format: one entry
+        return [_logged(fields) for fields in data]
+    return [_logged(data)]  # the older format: one entry (_make: TypeError unless 16 fields)
 
 
 def read(path: Path, start: int, end: int | None = None, limit: int = 1000
          ) -> tuple[list[AuditEntry], list[int], bool]:
+    """`read_logged`, as AuditEntry objects."""
+    got, ends, damaged = read_logged(path, start, end, limit)
+    return [entry(e) for e in got], ends, damaged
+
+
+def read_logged(path: Path, start: int, end: int | None = None, limit: int = 1000
+                ) -> tuple[list[Logged], list[int], bool]:
     """Whole records from byte `start` (to `end`, or the end of the file) until at least
     `limit` entries: the entries, the offset just after each one's record, and whether
     reading stopped at damage (a torn or corrupt record), which the caller reports."""
-    entries: list[AuditEntry] = []
+    entries: list[Logged] = []
     ends: list[int] = []
     with open(path, "rb") as f:
         f.seek(start)

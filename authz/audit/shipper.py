@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from authz.audit import segment
-from authz.audit.chain import AuditEntry
+from authz.audit.chain import Unsealed
 from authz.audit.writer import Sink, StoreDown, isolate
 
 if TYPE_CHECKING:
@@ -47,9 +47,10 @@ class Carrier:
         self.quarantined = 0
         self.skipped = 0  # already in the store: shipped before a crash
 
-    def store(self, entries: Sequence[AuditEntry], dedupe: bool = False) -> bool:
+    def store(self, entries: Sequence[Unsealed], dedupe: bool = False) -> bool:
         """True once every entry is written or quarantined; False when stopping first
-        (then nothing counts as shipped: a later start re-ships it, de-duplicated)."""
+        (then nothing counts as shipped: a later start re-ships it, de-duplicated). The log's
+        rows are sealed as they are; only a refused one becomes an AuditEntry."""
         if dedupe:
             known: Any = getattr(self.sink, "known", None)
             if known is not None:
@@ -57,7 +58,7 @@ class Carrier:
                 self.skipped += sum(1 for e in entries if e.decision_id in seen)
                 entries = [e for e in entries if e.decision_id not in seen]
         done: list[str | None] = [None] * len(entries)
-        refused: list[tuple[AuditEntry, str, str]] = []
+        refused: list[tuple[Unsealed, str, str]] = []
         todo: dict[str, dict[str, int]] = {"drops": {}}
         delay = self.retry_delay
         while True:
@@ -71,10 +72,11 @@ class Carrier:
                 delay = min(delay * 2, 5.0)
         if refused:
             try:
-                self.sink.quarantine(refused)
+                self.sink.quarantine([(segment.entry(e), why, detail)
+                                      for e, why, detail in refused])
             except Exception as exc:
                 log.error("audit quarantine failed (%s); the refused entries: %r", exc,
-                          [e for e, _, _ in refused])
+                          [segment.entry(e) for e, _, _ in refused])
             self.quarantined += len(refused)
             if self.on_quarantine is not None:
                 self.on_quarantine(len(refused))
@@ -98,7 +100,7 @@ class Carrier:
                 return False  # another shipper adopted and removed it
             pos = segment.shipped(path)
             while True:
-                entries, ends, damaged = segment.read(path, pos, None, max_batch)
+                entries, ends, damaged = segment.read_logged(path, pos, None, max_batch)
                 if entries:
                     if not self.store(entries, dedupe=True):
                         return False
@@ -261,7 +263,7 @@ class Shipper:
             pos = self._pos.get(no, 0)
             while pos < end:
                 try:
-                    entries, ends, _ = segment.read(path, pos, end, self.max_batch)
+                    entries, ends, _ = segment.read_logged(path, pos, end, self.max_batch)
                 except FileNotFoundError:  # deleted or renamed under us: the writer copies it
                     self.writer.check_segments()
                     return
@@ -323,7 +325,8 @@ def follow(sink: Sink, log_dir: Path, owner: int, interval: float = 0.25,
             recovered = segment.recovered(path)  # copied from a lost segment: maybe stored
             try:
                 while True:
-                    entries, ends, _ = segment.read(path, pos, None, max_batch)  # torn: later
+                    # a torn record at the end: read on a later pass
+                    entries, ends, _ = segment.read_logged(path, pos, None, max_batch)
                     if not entries or not carrier.store(entries, dedupe=first or pos < recovered):
                         break
                     first, moved = False, True

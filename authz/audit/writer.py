@@ -36,9 +36,9 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from authz.audit.chain import AuditEntry
+from authz.audit.chain import AuditEntry, Unsealed
 
 log = logging.getLogger("authz.audit")
 
@@ -57,7 +57,7 @@ class WhenFull(StrEnum):
 class Sink(Protocol):
     """Where batches go: authz.store.audit.AuditStore."""
 
-    def append(self, entries: Sequence[AuditEntry],
+    def append(self, entries: Sequence[Unsealed],
                dropped: Mapping[str, int] | None = None) -> object: ...
 
     def refused(self, exc: Exception) -> str:
@@ -80,8 +80,11 @@ class StoreDown(Exception):
     """A write failed for the store's own reason (not the data): retry or fail all."""
 
 
-def isolate(sink: Sink, entries: Sequence[AuditEntry], idx: list[int], done: list[str | None],
-            refused: list[tuple[AuditEntry, str, str]], todo: dict[str, dict[str, int]]) -> None:
+_U = TypeVar("_U", bound=Unsealed)
+
+
+def isolate(sink: Sink, entries: Sequence[_U], idx: list[int], done: list[str | None],
+            refused: list[tuple[_U, str, str]], todo: dict[str, dict[str, int]]) -> None:
     """Append the entries `idx` not yet done (done[i]: None to do, "" written, else why
     refused); on a refusal split them in halves until the entry refused alone is found
     (it goes to `refused`). `todo["drops"]` rides on the first append that succeeds.

@@ -20,7 +20,7 @@ from typing import Any, TextIO, overload
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from authz.audit.chain import GENESIS, AuditEntry, Break, sealed_fields, verify
+from authz.audit.chain import GENESIS, AuditEntry, Break, Unsealed, sealed_fields, verify
 from authz.store import audit_quarantine
 from authz.store.audit_quarantine import Quarantined
 from authz.store.audit_query import _FIELDS, MAX_PAGE, Page, Query, _entry, _query, stamp
@@ -70,7 +70,7 @@ class AuditStore:
 
     # -- writes ------------------------------------------------------------------------
 
-    def append(self, entries: Sequence[AuditEntry],
+    def append(self, entries: Sequence[Unsealed],
                dropped: Mapping[str, int] | None = None) -> Sequence[AuditEntry]:
         """Seal and insert entries (their seq and hashes are assigned here) in one
         transaction; also adds `dropped` counts to the heads. Returns the sealed entries
@@ -80,7 +80,7 @@ class AuditStore:
         SELECT ... FOR UPDATE, in org_id order), insert every entry (one executemany),
         move the heads (one executemany).
         """
-        by_org: dict[str, list[AuditEntry]] = defaultdict(list)
+        by_org: dict[str, list[Unsealed]] = defaultdict(list)
         for e in entries:
             by_org[e.org_id].append(e)
         drops = {k: v for k, v in (dropped or {}).items() if v}
