@@ -4,11 +4,13 @@ shipper that resumes a dead process's log ships nothing twice and loses nothing.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from authz.audit import segment
-from authz.audit.chain import AuditEntry
+from authz.audit.chain import AuditEntry, Unsealed
 from authz.audit.logwriter import LogWriter
 from authz.audit.shipper import ship_orphans
 from authz.audit.writer import WriteMode
@@ -90,7 +92,48 @@ def test_the_record_carries_every_field_the_store_seals() -> None:
     lost on the way to the store)."""
     sealed_elsewhere = {"seq", "prev_hash", "hash"}
     names = tuple(f.name for f in dataclasses.fields(AuditEntry) if f.name not in sealed_elsewhere)
-    assert names == segment._FIELDS
+    assert names == segment._FIELDS == segment.Logged._fields
+
+
+class _Refusing(AuditStore):
+    """The store, refusing any write that holds decision d2 (a poisoned entry)."""
+
+    def append(self, entries: Sequence[Unsealed],
+               dropped: Mapping[str, int] | None = None) -> Sequence[AuditEntry]:
+        if any(e.decision_id == "d2" for e in entries):
+            raise ValueError("poison")
+        return super().append(entries, dropped)
+
+    @staticmethod
+    def refused(exc: Exception) -> str:
+        return "poisoned" if str(exc) == "poison" else ""
+
+
+def test_the_shipper_seals_the_logs_rows_and_quarantines_a_refused_one_whole(
+        tmp_path: Path) -> None:
+    """Shipped without an AuditEntry per row: the chain is the one the entries would have
+    made, and the one refused entry is quarantined with every field."""
+    store = open_store(f"sqlite:///{tmp_path}/authz.db")
+    store.upgrade()
+    trail = _Refusing(store.engine)
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    odd = dataclasses.replace(entry(2), record_id="inv\x00é\n", allowed=False)
+    batch = [entry(0), entry(1), odd, entry(3)]
+    (log_dir / "seg-999999-1-0.log").write_bytes(segment.frames(batch))
+    carrier = ship_orphans(trail, log_dir)
+    assert (carrier.written, carrier.quarantined) == (3, 1)
+    ref_store = open_store(f"sqlite:///{tmp_path}/ref.db")
+    ref_store.upgrade()
+    reference = AuditStore(ref_store.engine)
+    reference.append([entry(0), entry(1), entry(3)])
+    assert list(trail.entries("acme-eu")) == list(reference.entries("acme-eu"))
+    verdict = trail.verify("acme-eu")
+    assert verdict.ok and verdict.quarantined == 1
+    kept = json.loads(verdict.quarantine[0].entry)
+    assert kept == json.loads(json.dumps(dataclasses.asdict(odd)))
+    store.close()
+    ref_store.close()
 
 
 def test_two_sqlite_stores_in_one_folder_keep_two_logs(tmp_path: Path) -> None:
