@@ -85,9 +85,10 @@ class HealthWatcher:
                   "store_reachable" if ok else "store_unreachable", error=error)
         metrics.STORE_UP.set(1 if ok else 0)
 
-    def _probe_loop(self) -> None:
+    def _probe_loop(self, loop: asyncio.AbstractEventLoop, wake: asyncio.Event) -> None:
         """The prober thread: a probe every interval, its outcome left for the loop. No
-        executor hop and no loop wake-up per probe (an idle server's CPU, issue 13)."""
+        executor hop per probe, and the loop is woken only when the outcome differs from
+        the health it has set (an idle server's CPU, issue 13)."""
         while not self._halt.wait(self.interval):
             self._since = time.monotonic()
             try:
@@ -98,14 +99,29 @@ class HealthWatcher:
             self._since = None
             self._result = result
             self._seq += 1
+            if result[0] != self.reachable:  # read racily: a miss waits for the next probe
+                with contextlib.suppress(RuntimeError):  # the loop has closed
+                    loop.call_soon_threadsafe(wake.set)
 
     async def _run(self) -> None:
         await self.servicer.set(STORE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         metrics.STORE_UP.set(1)
-        threading.Thread(target=self._probe_loop, name="authz-health-probe", daemon=True).start()
+        wake = asyncio.Event()
+        threading.Thread(target=self._probe_loop, args=(asyncio.get_running_loop(), wake),
+                         name="authz-health-probe", daemon=True).start()
         seen = 0
         while not self._stopped:
-            await asyncio.sleep(self.interval)
+            # Asleep until the prober reports a change, or until a probe in flight would
+            # be late (a probe starting while no probe is in flight is seen in flight at
+            # the next wake, at most `timeout` later, and waited for to its own deadline:
+            # a stuck probe counts as unreachable `timeout` after it started, as before).
+            since = self._since
+            now = time.monotonic()
+            late = since is not None and now - since > self.timeout
+            pause = self.timeout if since is None or late else since + self.timeout - now
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), pause + 0.01)
+            wake.clear()
             since = self._since
             if since is not None and time.monotonic() - since > self.timeout:
                 await self._apply(False, f"the probe has not returned in {self.timeout:g} s")
