@@ -322,19 +322,24 @@ def follow(sink: Sink, log_dir: Path, owner: int, interval: float = 0.25,
             first = pos is None
             if pos is None:
                 pos = segment.shipped(path)
-            recovered = segment.recovered(path)  # copied from a lost segment: maybe stored
             try:
-                while True:
-                    # a torn record at the end: read on a later pass
-                    entries, ends, _ = segment.read_logged(path, pos, None, max_batch)
-                    if not entries or not carrier.store(entries, dedupe=first or pos < recovered):
-                        break
-                    first, moved = False, True
-                    pos = positions[path] = ends[-1]
-                    segment.mark_shipped(path, pos)
-                    if len(entries) < max_batch:
-                        break
                 size = path.stat().st_size
+                # Nothing past the cursor: one stat, no open (idle CPU, issue 13); a read
+                # from there would find no entry.
+                if size > pos:
+                    recovered = segment.recovered(path)  # from a lost segment: maybe stored
+                    while True:
+                        # a torn record at the end: read on a later pass
+                        entries, ends, _ = segment.read_logged(path, pos, None, max_batch)
+                        if not entries or not carrier.store(
+                                entries, dedupe=first or pos < recovered):
+                            break
+                        first, moved = False, True
+                        pos = positions[path] = ends[-1]
+                        segment.mark_shipped(path, pos)
+                        if len(entries) < max_batch:
+                            break
+                    size = path.stat().st_size
             except FileNotFoundError:  # deleted under the server, which copies it back
                 positions.pop(path, None)
                 continue
