@@ -129,20 +129,33 @@ def _checks(server: ServerProc, n: int) -> list[str]:
                            timeout=10).decision_id for i in range(n)]
 
 
-@pytest.mark.parametrize(("shipper", "mode"), [("process", "batched"), ("thread", "strict")])
-def test_a_segment_deleted_under_the_server_loses_nothing_and_is_reported(
-        tmp_path: Path, shipper: str, mode: str) -> None:
-    """An operator's cleanup deletes the live segment: entries written before (not yet
-    shipped) and after both reach the store, once each, and the event is reported."""
+def _serve_logged(tmp_path: Path, shipper: str, mode: str
+                  ) -> tuple[str, ServerProc, int, Path]:
+    """A server on the log pipeline with this shipper and mode, passes 2 s apart (entries
+    stay unshipped a while), and a metrics port: (store url, server, metrics port, log
+    folder)."""
     url = f"sqlite:///{tmp_path / 'authz.db'}"
     seed(url)
-    config = _config(tmp_path, "log", ship_interval=2.0)  # entries unshipped at the delete
+    config = _config(tmp_path, "log", ship_interval=2.0)
     config.write_text(config.read_text() + f'audit_shipper = "{shipper}"\n'
                       f'audit_mode = "{mode}"\n')
     metrics = free_port()
     server = start_server(tmp_path, url, "--config", str(config),
                           "--metrics-listen", f"127.0.0.1:{metrics}")
-    log_dir = tmp_path / "authz.db.audit-log"
+    return url, server, metrics, tmp_path / "authz.db.audit-log"
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        return str(reply.read().decode())
+
+
+@pytest.mark.parametrize(("shipper", "mode"), [("process", "batched"), ("thread", "strict")])
+def test_a_segment_deleted_under_the_server_loses_nothing_and_is_reported(
+        tmp_path: Path, shipper: str, mode: str) -> None:
+    """An operator's cleanup deletes the live segment: entries written before (not yet
+    shipped) and after both reach the store, once each, and the event is reported."""
+    url, server, metrics, log_dir = _serve_logged(tmp_path, shipper, mode)
     try:
         before = _checks(server, 40)
         (live,) = log_dir.glob(f"seg-{server.proc.pid}-*.log")
@@ -155,8 +168,7 @@ def test_a_segment_deleted_under_the_server_loses_nothing_and_is_reported(
         missing = set(before + after) - set(ids)
         assert not missing, f"{len(missing)} answered decisions lost:\n{server.log()[-3000:]}"
         assert len(ids) == len(set(ids))  # nothing shipped twice
-        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics",
-                                      timeout=5).read().decode()
+        text = _metrics(metrics)
         assert "authz_audit_log_segments_lost_total 1.0" in text
         assert "authz_audit_log_lost_bytes_total 0.0" in text
         assert '"audit_log_segment_lost"' in server.log()
@@ -174,15 +186,7 @@ def test_a_segment_truncated_under_the_server_is_reported_and_later_entries_ship
     for good. Before: strict mode, 40 of 40 decisions answered after the truncation never
     reached the store; batched mode, 40 unshipped ones lost with no event and no metric.
     Bytes already cut away cannot come back; they are reported, and nothing after is lost."""
-    url = f"sqlite:///{tmp_path / 'authz.db'}"
-    seed(url)
-    config = _config(tmp_path, "log", ship_interval=2.0)
-    config.write_text(config.read_text() + f'audit_shipper = "{shipper}"\n'
-                      f'audit_mode = "{mode}"\n')
-    metrics = free_port()
-    server = start_server(tmp_path, url, "--config", str(config),
-                          "--metrics-listen", f"127.0.0.1:{metrics}")
-    log_dir = tmp_path / "authz.db.audit-log"
+    url, server, metrics, log_dir = _serve_logged(tmp_path, shipper, mode)
     try:
         before = _checks(server, 40)
         (live,) = log_dir.glob(f"seg-{server.proc.pid}-*.log")
@@ -208,8 +212,7 @@ def test_a_segment_truncated_under_the_server_is_reported_and_later_entries_ship
         # report comes within about a second, so it is awaited, not assumed.
         deadline = time.monotonic() + 30
         while True:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics",
-                                          timeout=5).read().decode()
+            text = _metrics(metrics)
             reported = ("authz_audit_log_segments_lost_total 1.0" in text
                         and '"audit_log_segment_lost"' in server.log())
             if reported or time.monotonic() > deadline:
