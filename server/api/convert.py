@@ -177,19 +177,15 @@ def check_response(d: Decision, decided_at: datetime | None = None,
     if stamp is None:
         stamp = now_stamp() if decided_at is None else _from_datetime(decided_at)
     ident = d.identity
-    if identities is None:
-        cached = _IDENTITY_PB.get(id(ident))
-        if cached is None or cached[0] is not ident:
-            if len(_IDENTITY_PB) >= _IDENTITY_PB_MAX:
-                _IDENTITY_PB.clear()
-            cached = _IDENTITY_PB[id(ident)] = (ident, _identity(ident))
-        ident_pb = cached[1]
-    else:
-        # Keyed by id(); the Identity is kept beside its message so the id stays its own.
-        known = identities.get(id(ident))
-        if known is None:
-            known = identities[id(ident)] = (ident, _identity(ident))
-        ident_pb = known[1]
+    if identities is None:  # a single answer: the process-wide cache, bounded
+        identities = _IDENTITY_PB
+        if len(identities) >= _IDENTITY_PB_MAX:
+            identities.clear()
+    # Keyed by id(); the Identity is kept beside its message so the id stays its own.
+    known = identities.get(id(ident))
+    if known is None or known[0] is not ident:
+        known = identities[id(ident)] = (ident, _identity(ident))
+    ident_pb = known[1]
     if out is None:
         out = pb.CheckResponse()
     out.decision = pb.DECISION_ALLOW if d.allowed else pb.DECISION_DENY
